@@ -17,10 +17,6 @@ from typing import Any, Literal
 from baker.errors import Mark
 
 
-def _late(**kw: Any) -> Any:
-    return field(metadata={"late": True}, **kw)
-
-
 @dataclass
 class Variable:
     """A template input. Precedence (low→high): default, BAKER_VAR_<name>, --var-file, -var."""
@@ -68,20 +64,20 @@ class Source:
     iso: IsoSource | None = None
     cloud_init: CloudInitConfig = field(default_factory=CloudInitConfig)
     # boot: typed through QMP; Packer syntax plus <waitFor "text">
-    boot_command: list[str] = _late(default_factory=list)
+    boot_command: list[str] = field(default_factory=list, metadata={"late": True})
     boot_wait: str = field(default="0s", metadata={"duration": True})
     boot_key_interval: str = field(default="20ms", metadata={"duration": True})
     # HTTP server on 127.0.0.1 (guest sees it as 10.0.2.2 via user networking)
     http_directory: str | None = field(default=None, metadata={"path": True})
-    http_content: dict[str, str] = _late(default_factory=dict)
+    http_content: dict[str, str] = field(default_factory=dict, metadata={"late": True})
     # an extra CD-ROM (kickstart, autoinstall, autounattend, any files)
     cd_files: list[str] = field(default_factory=list, metadata={"path": True})
-    cd_content: dict[str, str] = _late(default_factory=dict)
+    cd_content: dict[str, str] = field(default_factory=dict, metadata={"late": True})
     cd_label: str = "baker"
     # direct kernel boot
     kernel: str | None = field(default=None, metadata={"path": True})
     initrd: str | None = field(default=None, metadata={"path": True})
-    append: str | None = _late(default=None)
+    append: str | None = field(default=None, metadata={"late": True})
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""QEMU: accelerator choice, command line, process supervision and QMP control."""

@@ -1,0 +1,308 @@
+"""One QEMU process: a deterministic argv, started paused, supervised, controlled over QMP.
+
+Why paused: QEMU binds the SSH forward on port 0 itself and we read the port back over QMP before the
+guest runs, so parallel builds never race for ports. Why PR_SET_PDEATHSIG: no QEMU outlives baker,
+even when baker is SIGKILLed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from baker.errors import BakerError
+
+log = logging.getLogger("baker.machine")
+
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class Drive:
+    path: Path
+    format: str = "qcow2"
+    media: str = "disk"  # "disk" | "cdrom"
+    readonly: bool = False
+
+
+@dataclass
+class MachineSpec:
+    """Everything the command line depends on; built by the pipeline from the template."""
+
+    name: str
+    work_dir: Path
+    accel: str = "tcg"
+    qemu_binary: str = "qemu-system-x86_64"
+    machine_type: str = "q35"
+    cpus: int = 2
+    memory_mb: int = 2048
+    cpu_model: str | None = None
+    disk: Drive | None = None
+    disk_interface: str = "virtio"
+    disk_cache: str = "unsafe"
+    disk_discard: str = "unmap"
+    cdroms: list[Drive] = field(default_factory=list)
+    boot_from_cdrom: bool = False
+    # firmware: pflash (code read-only, per-build vars) for UEFI; None for SeaBIOS
+    pflash_code: Path | None = None
+    pflash_vars: Path | None = None
+    machine_flags: list[str] = field(default_factory=list)  # e.g. ["smm=on"] for secure boot
+    firmware_args: list[str] = field(default_factory=list)
+    kernel: Path | None = None
+    initrd: Path | None = None
+    append: str | None = None
+    net_device: str = "virtio-net-pci"
+    guest_ports: list[int] = field(default_factory=lambda: [22])  # forwarded from 127.0.0.1:<ephemeral>
+    extra_args: list[str] = field(default_factory=list)
+
+    @property
+    def serial_log(self) -> Path:
+        return self.work_dir / "serial.log"
+
+    @property
+    def qmp_socket(self) -> Path:
+        return self.work_dir / "qmp.sock"
+
+    @property
+    def stderr_log(self) -> Path:
+        return self.work_dir / "qemu-stderr.log"
+
+
+def build_argv(spec: MachineSpec) -> list[str]:
+    """The exact argv, in a fixed order; template `qemuargs` are appended, never replacing ours."""
+    machine = ",".join([f"type={spec.machine_type}", f"accel={spec.accel}", *spec.machine_flags])
+    argv = [
+        spec.qemu_binary, "-name", f"baker-{spec.name},process=baker-{spec.name}",
+        "-machine", machine,
+        "-m", f"{spec.memory_mb}M",
+        "-smp", str(spec.cpus),
+        "-nodefaults", "-no-user-config", "-display", "none", "-vga", "std",
+        "-S",
+        "-qmp", f"unix:{spec.qmp_socket},server=on,wait=off",
+        "-chardev", f"file,id=serial0,path={spec.serial_log}",
+        "-serial", "chardev:serial0",
+        "-device", "virtio-rng-pci",
+    ]
+    if spec.cpu_model:
+        argv += ["-cpu", spec.cpu_model]
+    if spec.pflash_code:
+        argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={spec.pflash_code}"]
+        if spec.pflash_vars:
+            argv += ["-drive", f"if=pflash,format=raw,unit=1,file={spec.pflash_vars}"]
+    argv += spec.firmware_args
+    fwds = ",".join(f"hostfwd=tcp:127.0.0.1:0-:{p}" for p in spec.guest_ports)
+    argv += ["-netdev", "user,id=net0" + (f",{fwds}" if fwds else ""),
+             "-device", f"{spec.net_device},netdev=net0"]
+    boot_index = 1
+    if spec.disk_interface == "virtio-scsi":
+        argv += ["-device", "virtio-scsi-pci,id=scsi0"]
+    if spec.disk is not None:
+        d = spec.disk
+        argv += ["-drive", f"file={d.path},format={d.format},if=none,id=disk0,cache={spec.disk_cache},"
+                           f"discard={spec.disk_discard},detect-zeroes="
+                           f"{'unmap' if spec.disk_discard == 'unmap' else 'off'}"]
+        boot = 2 if spec.boot_from_cdrom else 1
+        argv += ["-device", _disk_device(spec.disk_interface, "disk0", boot)]
+    for i, cd in enumerate(spec.cdroms):
+        argv += ["-drive", f"file={cd.path},format=raw,if=none,id=cd{i},media=cdrom,readonly=on"]
+        idx = f",bootindex={boot_index}" if spec.boot_from_cdrom and i == 0 else ""
+        bus = "ide" if spec.machine_type.startswith("pc") else "ahci"
+        if bus == "ahci":
+            argv += ["-device", f"ide-cd,drive=cd{i}{idx}"]
+        else:
+            argv += ["-device", f"ide-cd,drive=cd{i},bus=ide.{i // 2},unit={i % 2}{idx}"]
+    if spec.kernel:
+        argv += ["-kernel", str(spec.kernel)]
+        if spec.initrd:
+            argv += ["-initrd", str(spec.initrd)]
+        if spec.append:
+            argv += ["-append", spec.append]
+    argv += spec.extra_args
+    return argv
+
+
+def _disk_device(interface: str, drive: str, bootindex: int) -> str:
+    if interface == "virtio":
+        return f"virtio-blk-pci,drive={drive},bootindex={bootindex}"
+    if interface == "virtio-scsi":
+        return f"scsi-hd,drive={drive},bus=scsi0.0,bootindex={bootindex}"
+    if interface == "sata":
+        return f"ide-hd,drive={drive},bootindex={bootindex}"
+    return f"ide-hd,drive={drive},bootindex={bootindex}"
+
+
+def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    os.setpgrp()  # Ctrl-C in the terminal goes to baker only; baker decides how QEMU stops
+
+
+class Machine:
+    """A running QEMU. Thread-safe QMP; `alive()` lets waiters notice a dead QEMU within seconds."""
+
+    def __init__(self, spec: MachineSpec) -> None:
+        self.spec = spec
+        self.argv = build_argv(spec)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._qmp: QEMUMonitorProtocol | None = None
+        self._qmp_lock = threading.Lock()
+        self.host_ports: dict[int, int] = {}
+        self.started_at = 0.0
+        self._expected_exit = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self, connect_timeout: float = 30.0) -> None:
+        self.spec.work_dir.mkdir(parents=True, exist_ok=True)
+        self.spec.serial_log.touch()
+        log.info("starting QEMU: %s", " ".join(self.argv))
+        stderr = open(self.spec.stderr_log, "wb")  # noqa: SIM115 - handed to the child
+        try:
+            self.proc = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
+                preexec_fn=_set_pdeathsig, close_fds=True,
+            )
+        except FileNotFoundError as e:
+            raise BakerError(f"{self.spec.qemu_binary}: not found",
+                             hint="install qemu-system-x86 (apt-get install qemu-system-x86)") from e
+        finally:
+            stderr.close()
+        self.started_at = time.monotonic()
+        self._connect_qmp(connect_timeout)
+        self.host_ports = self._read_forwards()
+        self.qmp("cont")
+
+    def _connect_qmp(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            if (why := self.alive()) is not None:
+                raise BakerError(f"QEMU failed to start: {why}")
+            if self.spec.qmp_socket.exists():
+                mon = QEMUMonitorProtocol(str(self.spec.qmp_socket))
+                try:
+                    mon.connect()
+                    self._qmp = mon
+                    return
+                except Exception as e:  # retried until the deadline
+                    last = e
+                    try:
+                        mon.close()
+                    except Exception:
+                        pass
+            else:
+                last = None
+            if time.monotonic() > deadline:
+                raise BakerError(f"QEMU's QMP socket did not answer within {timeout:.0f}s: {last}")
+            time.sleep(0.05)
+
+    def _read_forwards(self) -> dict[int, int]:
+        table = self.qmp("human-monitor-command", **{"command-line": "info usernet"})
+        ports: dict[int, int] = {}
+        for m in re.finditer(r"TCP\[HOST_FORWARD\]\s+\d+\s+\S+\s+(\d+)\s+\S+\s+(\d+)", str(table)):
+            ports[int(m.group(2))] = int(m.group(1))
+        missing = [p for p in self.spec.guest_ports if p not in ports]
+        if missing:
+            raise BakerError(f"QEMU did not report host forwards for guest ports {missing}: {table!r}")
+        return ports
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def alive(self) -> str | None:
+        """None while QEMU runs; otherwise why it is gone, with its stderr tail."""
+        if self.proc is None:
+            return "QEMU was not started"
+        rc = self.proc.poll()
+        if rc is None:
+            return None
+        sig = f" (killed by {signal.Signals(-rc).name})" if rc < 0 else ""
+        tail = self.stderr_tail(5)
+        return f"QEMU exited with code {rc}{sig}" + (f": {tail}" if tail else "")
+
+    def qmp(self, command: str, **args: Any) -> Any:
+        if self._qmp is None:
+            raise BakerError("QMP is not connected")
+        with self._qmp_lock:
+            return self._qmp.cmd(command, **args)
+
+    def powerdown(self) -> None:
+        """ACPI power button: the guest shuts down cleanly if it listens (systemd-logind/acpid)."""
+        self._expected_exit = True
+        self.qmp("system_powerdown")
+
+    def expect_exit(self) -> None:
+        self._expected_exit = True
+
+    def wait_exit(self, timeout: float) -> bool:
+        if self.proc is None:
+            return True
+        try:
+            self.proc.wait(timeout=timeout)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Make sure QEMU is gone: QMP quit, then SIGTERM, then SIGKILL. Safe to call twice."""
+        self._expected_exit = True
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                if self._qmp is not None:
+                    with self._qmp_lock:
+                        self._qmp.cmd("quit")
+            except Exception:  # falls through to signals
+                pass
+            if not self.wait_exit(grace):
+                self.proc.terminate()
+                if not self.wait_exit(grace):
+                    self.proc.kill()
+                    self.proc.wait()
+        self._close_qmp()
+
+    def _close_qmp(self) -> None:
+        if self._qmp is not None:
+            try:
+                self._qmp.close()
+            except Exception:
+                pass
+            self._qmp = None
+
+    def screendump(self, path: Path) -> Path | None:
+        """PNG of the screen (QEMU ≥ 7.1 writes PNG); None if the VM cannot answer."""
+        try:
+            self.qmp("screendump", filename=str(path), format="png")
+            return path
+        except Exception as e:  # a screenshot must never mask the real error
+            log.debug("screendump failed: %s", e)
+            return None
+
+    # -- logs -----------------------------------------------------------------------------------
+    def serial_tail(self, lines: int = 30) -> str:
+        return _tail(self.spec.serial_log, lines)
+
+    def stderr_tail(self, lines: int = 10) -> str:
+        return _tail(self.spec.stderr_log, lines)
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            data = f.read().decode(errors="replace")
+    except OSError:
+        return ""
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", data).replace("\r", "")
+    return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])

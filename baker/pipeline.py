@@ -1,0 +1,158 @@
+"""The build as a pipeline of steps, each able to undo itself; failures and signals unwind in reverse.
+
+Like Packer's multistep, but every step's cleanup is registered *before* it runs, so a step that fails
+halfway still undoes what it did. Cleanups run through an ExitStack, newest first, and each one is
+isolated: a failing cleanup is logged and the others still run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from baker.errors import BakerError, Interrupted, StepError
+
+log = logging.getLogger("baker.pipeline")
+
+
+class Step(Protocol):
+    name: str
+
+    def run(self, state: Any) -> None: ...
+
+    def cleanup(self, state: Any) -> None: ...
+
+
+@dataclass
+class StepTiming:
+    name: str
+    seconds: float
+    status: str  # "ok" | "failed" | "skipped"
+
+
+@dataclass
+class PipelineResult:
+    timings: list[StepTiming] = field(default_factory=list)
+
+
+# QEMU pids that must die if a second signal forces baker out without cleanup.
+_live_pids: set[int] = set()
+_live_lock = threading.Lock()
+
+
+def register_pid(pid: int) -> None:
+    with _live_lock:
+        _live_pids.add(pid)
+
+
+def unregister_pid(pid: int) -> None:
+    with _live_lock:
+        _live_pids.discard(pid)
+
+
+def _kill_live_pids() -> None:
+    with _live_lock:
+        for pid in list(_live_pids):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def signal_guard(cancel: threading.Event) -> Iterator[None]:
+    """First SIGINT/SIGTERM: raise Interrupted so steps unwind. Second: kill QEMU now and exit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    state = {"count": 0}
+
+    def handler(signum: int, _frame: Any) -> None:
+        state["count"] += 1
+        cancel.set()
+        if state["count"] == 1:
+            log.warning("received %s: stopping the build and cleaning up (send again to force)",
+                        signal.Signals(signum).name)
+            raise Interrupted(signum)
+        log.error("received %s again: killing QEMU and exiting without cleanup", signal.Signals(signum).name)
+        _kill_live_pids()
+        os._exit(128 + signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+class Pipeline:
+    """Runs steps in order; on failure or signal, undoes them newest-first (unless keep_on_error)."""
+
+    def __init__(self, steps: Sequence[Step], *, on_event: Callable[..., None] | None = None,
+                 tails: Callable[[], dict[str, str]] | None = None) -> None:
+        self.steps = list(steps)
+        self.on_event = on_event or (lambda *a, **k: None)
+        self.tails = tails or dict
+        self.keep_on_error = False
+        self.result = PipelineResult()
+
+    def run(self, state: Any, cancel: threading.Event) -> PipelineResult:
+        with signal_guard(cancel), contextlib.ExitStack() as stack:
+            try:
+                self._run_steps(state, cancel, stack)
+            except Interrupted:
+                raise  # a signal always cleans up, even with --on-error=abort
+            except BaseException:
+                if self.keep_on_error:
+                    stack.pop_all()  # --on-error=abort: leave VM and work dir for debugging
+                raise
+        return self.result
+
+    def _run_steps(self, state: Any, cancel: threading.Event, stack: contextlib.ExitStack) -> None:
+        total = len(self.steps)
+        for index, step in enumerate(self.steps, 1):
+            if cancel.is_set():
+                raise Interrupted(signal.SIGINT)
+            stack.callback(self._cleanup, step, state)
+            self.on_event("step_start", step=step.name, index=index, total=total)
+            start = time.monotonic()
+            try:
+                step.run(state)
+            except Interrupted:
+                self._record(step.name, start, "failed")
+                raise
+            except StepError:
+                self._record(step.name, start, "failed")
+                raise
+            except BakerError as e:
+                self._record(step.name, start, "failed")
+                raise StepError(step.name, e, tails=self._safe_tails()) from e
+            except Exception as e:
+                self._record(step.name, start, "failed")
+                log.debug("unexpected error in step %s", step.name, exc_info=True)
+                raise StepError(step.name, f"{type(e).__name__}: {e}", tails=self._safe_tails()) from e
+            seconds = self._record(step.name, start, "ok")
+            self.on_event("step_done", step=step.name, index=index, total=total, seconds=round(seconds, 2))
+
+    def _safe_tails(self) -> dict[str, str]:
+        try:
+            return self.tails()
+        except Exception:  # tails are a courtesy; never hide the real failure
+            return {}
+
+    def _record(self, name: str, start: float, status: str) -> float:
+        seconds = time.monotonic() - start
+        self.result.timings.append(StepTiming(name, round(seconds, 2), status))
+        return seconds
+
+    def _cleanup(self, step: Step, state: Any) -> None:
+        try:
+            step.cleanup(state)
+        except Exception as e:  # one broken cleanup must not stop the others
+            log.warning("cleanup of step '%s' failed: %s", step.name, e)
