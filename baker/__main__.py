@@ -1,0 +1,5 @@
+import sys
+
+from baker.cli import main
+
+sys.exit(main())

@@ -1,0 +1,156 @@
+"""Runs one build: steps, events, the failure report, and what is kept for a post-mortem."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from baker.errors import BakerError, Interrupted, StepError
+from baker.fsutil import remove
+from baker.output import Reporter, setup_logging, teardown_logging
+from baker.pipeline import Pipeline
+from baker.secrets import MASKER
+from baker.state import BuildOptions, BuildState
+from baker.steps import plan_steps
+from baker.template.model import Template
+
+
+@dataclass
+class BuildOutcome:
+    ok: bool
+    exit_code: int
+    output_dir: Path
+    error: BaseException | None = None
+    logs_dir: Path | None = None
+    timings: list = field(default_factory=list)
+
+
+def logs_root() -> Path:
+    root = os.environ.get("BAKER_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "baker")
+    return Path(root) / "logs"
+
+
+def run_build(
+    t: Template, options: BuildOptions, reporter: Reporter, *, verbose: bool = False
+) -> BuildOutcome:
+    log = logging.getLogger("baker.build")
+    log_dir = Path(tempfile.mkdtemp(prefix="baker-log-"))
+    os.chmod(log_dir, 0o700)
+    log_file = log_dir / "build.log"
+    handlers = setup_logging(reporter, log_file, verbose)
+    cancel = threading.Event()
+    state = BuildState(template=t, options=options, cancel=cancel, log=log, log_file=log_file)
+    steps = plan_steps(t)
+    failure_files: dict[str, Path] = {}
+
+    def tails() -> dict[str, str]:
+        out: dict[str, str] = {}
+        m = state.machine
+        if m is not None:
+            out["serial console (last lines)"] = m.serial_tail(25)
+            if m.alive() is None and state.work_dir is not None:
+                shot = m.screendump(state.work_dir / "failure-screen.png")
+                if shot:
+                    failure_files["failure-screen.png"] = shot
+            err = m.stderr_tail(5)
+            if err:
+                out["qemu stderr"] = err
+        comm = state.comm
+        if comm is not None and getattr(comm, "last_output_tail", None):
+            out["last command output"] = "\n".join(comm.last_output_tail[-20:])
+        return {k: MASKER.mask(v) for k, v in out.items() if v}
+
+    pipeline = Pipeline(steps, on_event=reporter.event, tails=tails)
+    pipeline.keep_on_error = options.on_error == "abort"
+    reporter.event("build_start", name=t.name, template=str(t.path), steps=[s.name for s in steps],
+                   output_dir=str(options.output_dir))
+    started = time.monotonic()
+    state.extra["timings"] = []
+
+    def record_timing(kind: str, **f) -> None:
+        reporter.event(kind, **f)
+        if kind == "step_done":
+            state.extra["timings"].append({"step": f["step"], "seconds": f["seconds"]})
+
+    pipeline.on_event = record_timing
+    try:
+        pipeline.run(state, cancel)
+    except BaseException as e:  # every failure becomes a report and an exit code
+        logs = _keep_logs(state, log_dir, failure_files)
+        outcome = BuildOutcome(False, _exit_code(e), options.output_dir, e, logs, pipeline.result.timings)
+        _report_failure(reporter, e, logs, state, options)
+        teardown_logging(handlers)
+        if not (pipeline.keep_on_error and not isinstance(e, Interrupted)):
+            remove(log_dir)
+        return outcome
+    reporter.event("build_done", name=t.name, seconds=round(time.monotonic() - started, 1),
+                   output_dir=str(options.output_dir),
+                   artifacts=[str(options.output_dir / f.path.name) for r in state.exports for f in r.files])
+    teardown_logging(handlers)
+    remove(log_dir)
+    return BuildOutcome(True, 0, options.output_dir, timings=pipeline.result.timings)
+
+
+def _exit_code(e: BaseException) -> int:
+    if isinstance(e, StepError) and isinstance(e.cause, BaseException):
+        return getattr(e.cause, "exit_code", 1)
+    if isinstance(e, BakerError):
+        return e.exit_code
+    if isinstance(e, KeyboardInterrupt):
+        return 130
+    return 1
+
+
+def _keep_logs(state: BuildState, log_dir: Path, extra: dict[str, Path]) -> Path | None:
+    """Copy logs somewhere that survives cleanup; never into the output dir (no half builds there)."""
+    try:
+        dest = logs_root() / f"{state.template.name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+        dest.mkdir(parents=True, exist_ok=True)
+        os.chmod(dest, 0o700)
+        files = {"build.log": log_dir / "build.log", **extra}
+        if state.machine is not None:
+            files["serial.log"] = state.machine.spec.serial_log
+            files["qemu-stderr.log"] = state.machine.spec.stderr_log
+        if state.work_dir is not None and state.work_dir.exists():
+            for png in state.work_dir.glob("screen-*.png"):
+                files[png.name] = png
+        for name, src in files.items():
+            if src.exists():
+                shutil.copyfile(src, dest / name)
+        return dest
+    except OSError:
+        return None
+
+
+def _report_failure(reporter: Reporter, e: BaseException, logs: Path | None, state: BuildState,
+                    options: BuildOptions) -> None:
+    step = e.step if isinstance(e, StepError) else None
+    message = MASKER.mask(str(e))
+    tails = e.tails if isinstance(e, StepError) else {}
+    details = {"step": step, "message": message, "tails": tails, "logs": str(logs) if logs else None,
+               "exit_code": _exit_code(e)}
+    if reporter.mode == "json":
+        reporter.event("build_failed", **details)
+        return
+    lines = [f"build failed: {message}"]
+    for title, text in tails.items():
+        lines.append(f"--- {title} ---")
+        lines += [f"  {line}" for line in text.splitlines()]
+    if logs:
+        lines.append(f"logs kept in {logs}")
+    if options.on_error == "abort" and not isinstance(e, Interrupted) and state.machine is not None \
+            and state.machine.alive() is None and state.keys is not None:
+        port = state.machine.host_ports.get(state.template.communicator.ssh_port)
+        lines.append("--on-error=abort: the VM is still running. Connect with:")
+        lines.append(f"  ssh -i {state.keys.client_private_path} -p {port} "
+                     f"-o StrictHostKeyChecking=no {state.template.communicator.ssh_username}@127.0.0.1")
+        lines.append(f"  and stop it with: kill {state.machine.pid}   (work dir: {state.work_dir})")
+    reporter.event("error", message="\n".join(lines))

@@ -1,0 +1,140 @@
+"""The `baker` command: subcommands, flags and exit codes; the work happens elsewhere.
+
+Exit codes: 0 success · 1 build failed · 2 invalid template or usage · 128+N stopped by signal N
+(130 Ctrl-C, 143 SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import baker
+from baker.errors import BakerError, TemplateError, TemplateErrors
+from baker.units import parse_duration
+
+
+def _var(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got '{text}'")
+    k, v = text.split("=", 1)
+    return k.strip(), v
+
+
+def _add_template_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("template", type=Path, help="path to the YAML template")
+    p.add_argument("-var", "--var", dest="vars", action="append", type=_var, default=[], metavar="NAME=VALUE",
+                   help="set a variable (highest precedence); repeatable")
+    p.add_argument("-var-file", "--var-file", dest="var_files", action="append", type=Path, default=[],
+                   metavar="FILE", help="YAML file of variable values; repeatable, later files win")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="baker", description="Bake golden VM images with QEMU.")
+    p.add_argument("--version", action="version", version=f"baker {baker.__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    b = sub.add_parser("build", help="build the image a template describes",
+                       description="Boot the source under QEMU, provision over SSH, shut down, export.")
+    _add_template_args(b)
+    b.add_argument("--output-dir", "-o", type=Path, help="where artifacts go (default: images/<name>)")
+    b.add_argument("--on-error", "-on-error", choices=["cleanup", "abort"], default="cleanup",
+                   help="abort: keep the VM running and the work dir for debugging")
+    b.add_argument("--json", action="store_true", help="JSON event stream on stdout (one object per line)")
+    b.add_argument("--plain", action="store_true", help="timestamped lines even on a terminal")
+    b.add_argument("--verbose", "-v", action="store_true", help="show debug output")
+    b.add_argument("--keep-workdir", action="store_true", help="keep the private work dir after the build")
+    b.add_argument("--export-jobs", type=int, default=2, help="exports run in parallel (default 2)")
+    b.add_argument("--timeout", help="give up after this long, e.g. 2h (exit code 143)")
+
+    v = sub.add_parser("validate", help="check a template without building",
+                       description="Load, render and validate a template; errors name file:line:col.")
+    _add_template_args(v)
+
+    i = sub.add_parser("inspect", help="show the resolved template and the steps a build runs")
+    _add_template_args(i)
+    i.add_argument("--json", action="store_true", help="machine-readable output")
+    return p
+
+
+def _load(args: argparse.Namespace):
+    from baker.template import load_template
+
+    return load_template(args.template, cli_vars=dict(args.vars), var_files=list(args.var_files),
+                         environ=os.environ)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    t = _load(args)
+    exports = ", ".join(e.type for e in t.exports) or "none"
+    print(f"{args.template}: OK ({t.name}: {len(t.provisioners)} provisioners; exports: {exports})")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from baker.steps import plan_steps
+    from baker.template import template_to_dict
+
+    t = _load(args)
+    data = template_to_dict(t)
+    steps = [s.name for s in plan_steps(t)]
+    if args.json:
+        print(json.dumps({"template": data, "steps": steps}, indent=2, default=str))
+        return 0
+    import yaml
+
+    print(f"# {args.template} (sha256 {t.sha256[:16]}...)")
+    print(yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip())
+    print("\n# steps")
+    for n, s in enumerate(steps, 1):
+        print(f"{n:2d}. {s}")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from baker.build import run_build
+    from baker.output import Reporter
+    from baker.state import BuildOptions
+
+    mode = "json" if args.json else ("plain" if args.plain else None)
+    reporter = Reporter(mode)
+    t = _load(args)
+    out = args.output_dir or Path("images") / t.name
+    options = BuildOptions(output_dir=out.resolve(), on_error=args.on_error, keep_workdir=args.keep_workdir,
+                           export_jobs=args.export_jobs)
+    if args.timeout:
+        seconds = parse_duration(args.timeout)
+        timer = threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGTERM))
+        timer.daemon = True
+        timer.start()
+    try:
+        outcome = run_build(t, options, reporter, verbose=args.verbose)
+    finally:
+        reporter.close()
+    return outcome.exit_code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    handler = {"build": cmd_build, "validate": cmd_validate, "inspect": cmd_inspect}[args.command]
+    try:
+        return handler(args)
+    except (TemplateError, TemplateErrors) as e:
+        print(f"error: {e}" if isinstance(e, TemplateError) else f"error: template is invalid:\n{e}",
+              file=sys.stderr)
+        return 2
+    except BakerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""The build's steps, one module per concern; `plan_steps` orders them for a template."""
+
+from __future__ import annotations
+
+from baker.steps.connect import WaitForSSH
+from baker.steps.export import ExportImages
+from baker.steps.machine import StartMachine, TypeBootCommand
+from baker.steps.media import MakeCD, MakeSeed, ServeHTTP
+from baker.steps.prepare import PrepareDirs
+from baker.steps.provision import Provision
+from baker.steps.record import Publish, RecordManifest
+from baker.steps.shutdown import ShutDown
+from baker.steps.source import CreateDisk, FetchSource
+from baker.template.model import Template
+
+
+def plan_steps(t: Template) -> list:
+    steps: list = [PrepareDirs(), FetchSource(), CreateDisk(), MakeSeed()]
+    if t.source.cd_files or t.source.cd_content:
+        steps.append(MakeCD())
+    if t.source.http_directory or t.source.http_content:
+        steps.append(ServeHTTP())
+    steps.append(StartMachine())
+    if t.source.boot_command:
+        steps.append(TypeBootCommand())
+    if t.communicator.type == "ssh":
+        steps.append(WaitForSSH())
+        for i, p in enumerate(t.provisioners, 1):
+            steps.append(Provision(i, p))
+    steps += [ShutDown(), ExportImages(), RecordManifest(), Publish()]
+    return steps

@@ -1,0 +1,71 @@
+"""Per-build secrets and media: SSH keys, the cloud-init seed, the extra CD, the HTTP server."""
+
+from __future__ import annotations
+
+import uuid
+
+from baker.state import BuildState
+
+
+class MakeSeed:
+    name = "keys-and-seed"
+
+    def run(self, s: BuildState) -> None:
+        from baker.keys import generate_build_keys
+
+        assert s.work_dir is not None
+        t = s.template
+        s.keys = generate_build_keys(s.work_dir)
+        s.log.info("build key and guest host key generated (host key %s)", s.keys.fingerprint())
+        if t.source.cloud_image is not None and t.source.cloud_init.enabled:
+            from baker.seed import write_seed
+
+            s.seed = write_seed(
+                s.work_dir / "seed.iso", hostname=t.name, instance_id=f"baker-{uuid.uuid4()}",
+                username=t.communicator.ssh_username, keys=s.keys, cloud_init=t.source.cloud_init,
+                password=t.communicator.ssh_password,
+            )
+            s.cdroms.append(s.seed)
+
+    def cleanup(self, s: BuildState) -> None:
+        pass  # keys and seed live in the 0700 work dir, removed with it
+
+
+class MakeCD:
+    name = "make-cd"
+
+    def run(self, s: BuildState) -> None:
+        from baker.cdrom import build_cd
+        from baker.template import render_late
+
+        assert s.work_dir is not None
+        src = s.template.source
+        content = {k: render_late(v, s.template, s.build_vars()) for k, v in src.cd_content.items()}
+        cd = build_cd(s.work_dir / "cd.iso", files=src.cd_files, content=content, label=src.cd_label,
+                      base_dir=s.template.path.parent)
+        s.cdroms.append(cd)
+
+    def cleanup(self, s: BuildState) -> None:
+        pass
+
+
+class ServeHTTP:
+    name = "http-server"
+
+    def run(self, s: BuildState) -> None:
+        from baker.httpserver import HTTPServer
+        from baker.template import render_late
+
+        src = s.template.source
+        server = HTTPServer(directory=src.http_directory, content={})
+        server.start()
+        s.http = server
+        # content may use build.http_port, known only now
+        build = s.build_vars()
+        server.content.update({k: render_late(v, s.template, build) for k, v in src.http_content.items()})
+        s.log.info("HTTP server on 127.0.0.1:%s (guest: http://10.0.2.2:%s/)", server.port, server.port)
+
+    def cleanup(self, s: BuildState) -> None:
+        if s.http is not None:
+            s.http.stop()
+            s.http = None

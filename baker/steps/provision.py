@@ -1,0 +1,44 @@
+"""One step per provisioner, so a failure names it: `provision[2] shell (install nginx)`."""
+
+from __future__ import annotations
+
+from baker.state import BuildState
+from baker.units import parse_duration
+
+
+class Provision:
+    def __init__(self, index: int, provisioner) -> None:
+        self.index = index
+        self.p = provisioner
+        label = getattr(provisioner, "name", None) or _describe(provisioner)
+        self.name = f"provision[{index}] {provisioner.type}" + (f" ({label})" if label else "")
+
+    def run(self, s: BuildState) -> None:
+        from baker.provision import run_provisioner
+        from baker.provision.base import ProvisionContext
+
+        assert s.work_dir is not None
+        ctx = ProvisionContext(
+            comm=s.comm, log=s.log, template_dir=s.template.path.parent, work_dir=s.work_dir,
+            build_env={"BAKER_BUILD_NAME": s.template.name,
+                       **({"BAKER_HTTP_ADDR": f"10.0.2.2:{s.http.port}"} if s.http else {})},
+            reconnect_timeout=parse_duration(s.template.communicator.ssh_timeout), cancel=s.cancel,
+        )
+        run_provisioner(self.p, ctx)
+
+    def cleanup(self, s: BuildState) -> None:
+        pass
+
+
+def _describe(p) -> str:
+    if getattr(p, "script", None):
+        return str(p.script)
+    if getattr(p, "scripts", None):
+        return ", ".join(str(x) for x in p.scripts)
+    if getattr(p, "source", None) or getattr(p, "destination", None):
+        return f"{p.source or 'content'} -> {p.destination}"
+    inline = getattr(p, "inline", None)
+    if inline:
+        first = inline[0]
+        return first if len(first) <= 40 else first[:37] + "..."
+    return ""
