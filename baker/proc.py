@@ -44,7 +44,9 @@ def run(
             check=False,
         )
     except FileNotFoundError as e:
-        raise BakerError(f"{args[0]}: command not found", hint=hint or "install it (see README: make setup)") from e
+        raise BakerError(
+            f"{args[0]}: command not found", hint=hint or "install it (see README: make setup)"
+        ) from e
     except subprocess.TimeoutExpired as e:
         out = e.stderr or e.stdout or b""
         text = out.decode(errors="replace") if isinstance(out, bytes) else out
