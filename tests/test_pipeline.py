@@ -1,0 +1,121 @@
+"""The step pipeline: order, reverse unwinding, partial-step cleanup, abort mode, signals."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from baker.errors import BakerError, Interrupted, StepError
+from baker.pipeline import Pipeline
+
+
+class Rec:
+    def __init__(self, name: str, journal: list[str], fail: BaseException | None = None) -> None:
+        self.name = name
+        self.journal = journal
+        self.fail = fail
+
+    def run(self, state) -> None:
+        self.journal.append(f"run {self.name}")
+        if self.fail:
+            raise self.fail
+
+    def cleanup(self, state) -> None:
+        self.journal.append(f"undo {self.name}")
+
+
+def test_success_runs_in_order_then_undoes_in_reverse():
+    j: list[str] = []
+    Pipeline([Rec("a", j), Rec("b", j), Rec("c", j)]).run(None, threading.Event())
+    assert j == ["run a", "run b", "run c", "undo c", "undo b", "undo a"]
+
+
+def test_failure_names_step_and_undoes_the_failed_step_too():
+    j: list[str] = []
+    p = Pipeline([Rec("a", j), Rec("b", j, BakerError("boom")), Rec("c", j)],
+                 tails=lambda: {"serial": "last line"})
+    with pytest.raises(StepError) as ei:
+        p.run(None, threading.Event())
+    assert ei.value.step == "b"
+    assert "step 'b' failed: boom" in str(ei.value)
+    assert ei.value.tails == {"serial": "last line"}
+    assert j == ["run a", "run b", "undo b", "undo a"]
+    assert [(t.name, t.status) for t in p.result.timings] == [("a", "ok"), ("b", "failed")]
+
+
+def test_unexpected_exception_is_wrapped_with_its_type():
+    j: list[str] = []
+    with pytest.raises(StepError, match="KeyError"):
+        Pipeline([Rec("a", j, KeyError("x"))]).run(None, threading.Event())
+
+
+def test_a_failing_cleanup_does_not_stop_the_others():
+    j: list[str] = []
+
+    class BadUndo(Rec):
+        def cleanup(self, state) -> None:
+            raise RuntimeError("cleanup broke")
+
+    Pipeline([Rec("a", j), BadUndo("b", j), Rec("c", j)]).run(None, threading.Event())
+    assert j == ["run a", "run b", "run c", "undo c", "undo a"]
+
+
+def test_abort_mode_keeps_everything_on_error():
+    j: list[str] = []
+    p = Pipeline([Rec("a", j), Rec("b", j, BakerError("boom"))])
+    p.keep_on_error = True
+    with pytest.raises(StepError):
+        p.run(None, threading.Event())
+    assert j == ["run a", "run b"]
+
+
+def test_cancel_before_a_step_unwinds():
+    j: list[str] = []
+    cancel = threading.Event()
+
+    class Cancels(Rec):
+        def run(self, state) -> None:
+            super().run(state)
+            cancel.set()
+
+    with pytest.raises(Interrupted):
+        Pipeline([Cancels("a", j), Rec("b", j)]).run(None, cancel)
+    assert j == ["run a", "undo a"]
+
+
+SIGNAL_SCRIPT = textwrap.dedent("""
+    import sys, threading, time
+    from baker.pipeline import Pipeline
+    from baker.errors import Interrupted
+    journal = open(sys.argv[1], "a")
+    class S:
+        def __init__(s, n): s.name = n
+        def run(s, st):
+            journal.write(f"run {s.name}\\n"); journal.flush()
+            if s.name == "slow":
+                print("ready", flush=True); time.sleep(60)
+        def cleanup(s, st):
+            journal.write(f"undo {s.name}\\n"); journal.flush()
+    try:
+        Pipeline([S("a"), S("slow"), S("never")]).run(None, threading.Event())
+    except Interrupted as e:
+        sys.exit(e.exit_code)
+""")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_mid_step_unwinds_and_exits_128_plus_signal(tmp_path: Path, sig: int):
+    journal = tmp_path / "journal"
+    proc = subprocess.Popen([sys.executable, "-c", SIGNAL_SCRIPT, str(journal)], stdout=subprocess.PIPE,
+                            text=True, cwd=Path(__file__).parents[1])
+    assert proc.stdout.readline().strip() == "ready"
+    os.kill(proc.pid, sig)
+    assert proc.wait(20) == 128 + sig
+    assert journal.read_text().split("\n")[:-1] == ["run a", "run slow", "undo slow", "undo a"]
