@@ -1,0 +1,116 @@
+"""End to end: `baker build` of the demo template under TCG, then look inside what it produced.
+
+One build per session (about 3 minutes under TCG) and one boot of its output, shared by every test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.guest import BootedImage
+
+pytestmark = pytest.mark.e2e
+
+SECRET = "s3cr3t-T0ken-e2e-4711"
+TEMPLATE = ROOT / "templates" / "debian-12-nginx.yaml"
+
+
+@pytest.fixture(scope="session")
+def built(base_image: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("e2e") / "out"
+    env = {**os.environ, "BAKER_BASE_IMAGE": str(base_image)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "baker", "build", str(TEMPLATE), "-var", "nginx_port=8080",
+         "-var", f"api_token={SECRET}", "--output-dir", str(out), "--json"],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800, check=False,
+    )
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0:
+        failed = [e for e in events if e["event"] == "build_failed"]
+        pytest.fail(f"build failed ({proc.returncode}): {failed or proc.stderr[-3000:]}")
+    return {"out": out, "events": events, "stdout": proc.stdout, "stderr": proc.stderr}
+
+
+@pytest.fixture(scope="session")
+def booted(built: dict):
+    with BootedImage(built["out"] / "debian-12-nginx.qcow2", guest_ports=[8080]) as vm:
+        yield vm
+
+
+def test_artifacts_are_all_there(built: dict):
+    names = {p.name for p in built["out"].iterdir()}
+    assert {"debian-12-nginx.qcow2", "manifest.json", "SHA256SUMS", "build.log", "serial.log"} <= names
+    assert not [n for n in names if n.endswith(".part")]
+
+
+def test_qcow2_is_standalone_compressed_and_consistent(built: dict):
+    image = built["out"] / "debian-12-nginx.qcow2"
+    subprocess.run(["qemu-img", "check", str(image)], check=True, capture_output=True)
+    info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", str(image)], check=True,
+                                     capture_output=True, text=True).stdout)
+    assert info["format"] == "qcow2" and "backing-filename" not in info
+    assert info["virtual-size"] == 4 * 1024**3
+
+
+def test_manifest_describes_the_build(built: dict):
+    m = json.loads((built["out"] / "manifest.json").read_text())
+    assert m["name"] == "debian-12-nginx"
+    assert m["variables"]["nginx_port"] == 8080
+    assert m["variables"]["api_token"] == "<sensitive>"
+    assert m["machine"]["accelerator"] in ("kvm", "tcg")
+    assert m["source"]["sha256"] and m["template"]["sha256"]
+    art = {a["file"]: a for a in m["artifacts"]}
+    import hashlib
+
+    digest = hashlib.sha256((built["out"] / "debian-12-nginx.qcow2").read_bytes()).hexdigest()
+    assert art["debian-12-nginx.qcow2"]["sha256"] == digest
+    assert [s["step"] for s in m["steps"]][:3] == ["prepare", "fetch-source", "create-disk"]
+
+
+def test_json_events_trace_every_step(built: dict):
+    kinds = [e["event"] for e in built["events"]]
+    assert kinds[0] == "build_start" and kinds[-1] == "build_done"
+    started = [e["step"] for e in built["events"] if e["event"] == "step_start"]
+    done = [e["step"] for e in built["events"] if e["event"] == "step_done"]
+    assert started == done and "wait-ssh" in done and "shutdown" in done
+
+
+def test_secret_never_leaves_the_process(built: dict):
+    for f in built["out"].iterdir():
+        if f.suffix in (".json", ".log") or f.name == "SHA256SUMS":
+            assert SECRET not in f.read_text(errors="replace"), f.name
+    assert SECRET not in built["stdout"] and SECRET not in built["stderr"]
+
+
+def test_nginx_serves_the_uploaded_site(booted: BootedImage):
+    port = booted.machine.host_ports[8080]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as r:
+        body = r.read().decode()
+        assert r.headers["X-Baked-By"] == "baker"
+    assert "Baked by baker" in body
+
+
+def test_build_credentials_are_gone_from_the_image(booted: BootedImage):
+    rc, out = booted.run("id baker || echo NO-USER")
+    assert "NO-USER" in out
+    rc, out = booted.run("sudo grep -rls baker /etc/sudoers.d /home /root/.ssh /etc/passwd /etc/shadow "
+                         "/etc/group || echo CLEAN")
+    assert out.strip().endswith("CLEAN"), out
+
+
+def test_image_is_generalized(booted: BootedImage, built: dict):
+    m = json.loads((built["out"] / "manifest.json").read_text())
+    rc, out = booted.run("sudo cat /etc/ssh/ssh_host_ed25519_key.pub")
+    assert rc == 0
+    build_key = m["guest"]["ssh_host_key_used_during_build"].split()[1]
+    assert build_key not in out  # the clone has its own host key, not the one used while baking
+    rc, out = booted.run("systemctl is-enabled nginx && test -s /etc/machine-id && echo OK")
+    assert out.strip().endswith("OK")
