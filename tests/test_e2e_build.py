@@ -99,10 +99,10 @@ def test_nginx_serves_the_uploaded_site(booted: BootedImage):
 
 
 def test_build_credentials_are_gone_from_the_image(booted: BootedImage):
-    rc, out = booted.run("id baker || echo NO-USER")
+    _, out = booted.run("id baker || echo NO-USER")
     assert "NO-USER" in out
-    rc, out = booted.run("sudo grep -rls baker /etc/sudoers.d /home /root/.ssh /etc/passwd /etc/shadow "
-                         "/etc/group || echo CLEAN")
+    _, out = booted.run("sudo grep -rls baker /etc/sudoers.d /home /root/.ssh /etc/passwd /etc/shadow "
+                        "/etc/group || echo CLEAN")
     assert out.strip().endswith("CLEAN"), out
 
 
