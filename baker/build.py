@@ -49,20 +49,19 @@ def run_build(
     cancel = threading.Event()
     state = BuildState(template=t, options=options, cancel=cancel, log=log, log_file=log_file)
     steps = plan_steps(t)
-    failure_files: dict[str, Path] = {}
 
     def tails() -> dict[str, str]:
+        """Called at the moment of failure, before cleanup: the last chance to see the VM."""
         out: dict[str, str] = {}
         m = state.machine
         if m is not None:
             out["serial console (last lines)"] = m.serial_tail(25)
-            if m.alive() is None and state.work_dir is not None:
-                shot = m.screendump(state.work_dir / "failure-screen.png")
-                if shot:
-                    failure_files["failure-screen.png"] = shot
+            if m.alive() is None:
+                m.screendump(log_dir / "failure-screen.png")
             err = m.stderr_tail(5)
             if err:
                 out["qemu stderr"] = err
+        _snapshot(state, log_dir)
         comm = state.comm
         if comm is not None and getattr(comm, "last_output_tail", None):
             out["last command output"] = "\n".join(comm.last_output_tail[-20:])
@@ -84,7 +83,7 @@ def run_build(
     try:
         pipeline.run(state, cancel)
     except BaseException as e:  # every failure becomes a report and an exit code
-        logs = _keep_logs(state, log_dir, failure_files)
+        logs = _keep_logs(state, log_dir)
         outcome = BuildOutcome(False, _exit_code(e), options.output_dir, e, logs, pipeline.result.timings)
         _report_failure(reporter, e, logs, state, options)
         teardown_logging(handlers)
@@ -109,22 +108,29 @@ def _exit_code(e: BaseException) -> int:
     return 1
 
 
-def _keep_logs(state: BuildState, log_dir: Path, extra: dict[str, Path]) -> Path | None:
-    """Copy logs somewhere that survives cleanup; never into the output dir (no half builds there)."""
+def _snapshot(state: BuildState, log_dir: Path) -> None:
+    """Copy the VM's logs and screenshots out of the work dir, which cleanup is about to remove."""
+    files: list[Path] = []
+    if state.machine is not None:
+        files += [state.machine.spec.serial_log, state.machine.spec.stderr_log]
+    if state.work_dir is not None and state.work_dir.exists():
+        files += sorted(state.work_dir.glob("screen-*.png"))
+    for src in files:
+        try:
+            shutil.copyfile(src, log_dir / src.name)
+        except OSError:
+            pass
+
+
+def _keep_logs(state: BuildState, log_dir: Path) -> Path | None:
+    """Move logs somewhere that survives cleanup; never into the output dir (no half builds there)."""
     try:
+        _snapshot(state, log_dir)  # signals unwind without calling tails(); harmless when already done
         dest = logs_root() / f"{state.template.name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
         dest.mkdir(parents=True, exist_ok=True)
         os.chmod(dest, 0o700)
-        files = {"build.log": log_dir / "build.log", **extra}
-        if state.machine is not None:
-            files["serial.log"] = state.machine.spec.serial_log
-            files["qemu-stderr.log"] = state.machine.spec.stderr_log
-        if state.work_dir is not None and state.work_dir.exists():
-            for png in state.work_dir.glob("screen-*.png"):
-                files[png.name] = png
-        for name, src in files.items():
-            if src.exists():
-                shutil.copyfile(src, dest / name)
+        for src in log_dir.iterdir():
+            shutil.copyfile(src, dest / src.name)
         return dest
     except OSError:
         return None

@@ -150,8 +150,10 @@ def setup_logging(reporter: Reporter, build_log: Path | None, verbose: bool = Fa
         handlers.append(fh)
     for h in handlers:
         root.addHandler(h)
+    # paramiko logs every refused handshake while the guest boots as an ERROR with a traceback;
+    # the communicator reports what matters itself
     for noisy in ("paramiko", "qemu.qmp"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     return handlers
 
 

@@ -32,7 +32,7 @@ class BootedImage:
                           username=username, keys=self.keys, cloud_init=CloudInitConfig())
         self.machine = Machine(MachineSpec(
             name="check", work_dir=self.dir, accel="tcg", memory_mb=memory_mb, cpus=2,
-            disk=Drive(overlay), cdroms=[Drive(seed, "raw", "cdrom", True)],
+            disk=Drive(overlay), cdroms=[Drive(seed, "raw", "virtio-ro", True)],
             guest_ports=[22, *(guest_ports or [])],
         ))
         self.username = username

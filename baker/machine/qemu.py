@@ -32,7 +32,9 @@ _PR_SET_PDEATHSIG = 1
 class Drive:
     path: Path
     format: str = "qcow2"
-    media: str = "disk"  # "disk" | "cdrom"
+    # "cdrom": an IDE/AHCI CD-ROM (installers boot from it); "virtio-ro": a read-only virtio disk, for
+    # seeds on cloud kernels, which often lack AHCI and sr_mod (cloud-init finds the seed by label)
+    media: str = "disk"
     readonly: bool = False
 
 
@@ -115,13 +117,16 @@ def build_argv(spec: MachineSpec) -> list[str]:
         boot = 2 if spec.boot_from_cdrom else 1
         argv += ["-device", _disk_device(spec.disk_interface, "disk0", boot)]
     for i, cd in enumerate(spec.cdroms):
+        if cd.media == "virtio-ro":
+            argv += ["-drive", f"file={cd.path},format={cd.format},if=none,id=cd{i},readonly=on",
+                     "-device", f"virtio-blk-pci,drive=cd{i}"]
+            continue
         argv += ["-drive", f"file={cd.path},format=raw,if=none,id=cd{i},media=cdrom,readonly=on"]
         idx = f",bootindex={boot_index}" if spec.boot_from_cdrom and i == 0 else ""
-        bus = "ide" if spec.machine_type.startswith("pc") else "ahci"
-        if bus == "ahci":
-            argv += ["-device", f"ide-cd,drive=cd{i}{idx}"]
-        else:
+        if spec.machine_type.startswith("pc") and not spec.machine_type.startswith("pc-q35"):
             argv += ["-device", f"ide-cd,drive=cd{i},bus=ide.{i // 2},unit={i % 2}{idx}"]
+        else:
+            argv += ["-device", f"ide-cd,drive=cd{i}{idx}"]
     if spec.kernel:
         argv += ["-kernel", str(spec.kernel)]
         if spec.initrd:

@@ -25,7 +25,8 @@ def machine_spec(s: BuildState, accel: str) -> MachineSpec:
         name=t.name, work_dir=s.work_dir, accel=accel, qemu_binary=m.qemu_binary,
         machine_type=m.machine_type, cpus=m.cpus, memory_mb=m.memory, cpu_model=m.cpu_model,
         disk=Drive(s.disk, "qcow2"), disk_interface=m.disk_interface, disk_cache=m.disk_cache,
-        disk_discard=m.disk_discard, cdroms=[Drive(p, "raw", "cdrom", True) for p in s.cdroms],
+        disk_discard=m.disk_discard,
+        cdroms=[Drive(p, "raw", "cdrom" if t.source.iso else "virtio-ro", True) for p in s.cdroms],
         boot_from_cdrom=t.source.iso is not None, net_device=m.net_device,
         guest_ports=[t.communicator.ssh_port] if t.communicator.type == "ssh" else [],
         extra_args=list(m.qemuargs),
@@ -35,7 +36,7 @@ def machine_spec(s: BuildState, accel: str) -> MachineSpec:
     if m.firmware == "uefi":
         from baker.machine.firmware import find_firmware, prepare_vars
 
-        fw = find_firmware("uefi", secure_boot=m.secure_boot)
+        fw = find_firmware("uefi", secure_boot=m.secure_boot, machine_type=m.machine_type)
         spec.pflash_code = fw.code
         spec.pflash_vars = prepare_vars(fw, s.work_dir)
         spec.machine_flags += list(fw.machine_flags)

@@ -67,5 +67,5 @@ class ServeHTTP:
 
     def cleanup(self, s: BuildState) -> None:
         if s.http is not None:
-            s.http.stop()
+            s.http.close()
             s.http = None

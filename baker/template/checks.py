@@ -1,0 +1,196 @@
+"""Checks across fields, and local paths: what a well-typed template can still get wrong.
+
+Each check points at the key the user has to edit. Checks skip parts that already failed to convert,
+so one typo does not cause a cascade of follow-up errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from baker.errors import Mark
+from baker.template.model import (
+    FileProvisioner,
+    ShellLocalProvisioner,
+    ShellProvisioner,
+    Source,
+    Template,
+)
+from baker.template.yamlnodes import Problems
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_DIGESTS = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128}
+_BY_LENGTH = {n: algo for algo, n in _DIGESTS.items()}
+_HEX = re.compile(r"[0-9a-fA-F]+")
+_MODE = re.compile(r"0?[0-7]{3,4}")
+CHECKSUM_HINT = ("write none, sha256:<64 hex digits>, sha512:<128 hex>, md5:<32 hex>, sha1:<40 hex>, "
+                 "bare hex (type from its length), or file:<url-or-path> of a SUMS file")
+# (class, field) pairs whose local paths must exist when the template is loaded
+_MUST_EXIST = {
+    (ShellProvisioner, "script"), (ShellProvisioner, "scripts"),
+    (ShellLocalProvisioner, "script"), (ShellLocalProvisioner, "scripts"),
+    (FileProvisioner, "source"), (Source, "http_directory"), (Source, "cd_files"),
+}
+
+
+class _Where:
+    """Marks for key paths, falling back to the nearest parent that has one."""
+
+    def __init__(self, marks: dict[str, Mark], problems: Problems, root: Mark) -> None:
+        self.marks = marks
+        self.problems = problems
+        self.root = root
+
+    def __call__(self, path: str) -> Mark:
+        while path:
+            if path in self.marks:
+                return self.marks[path]
+            path = re.sub(r"(\.[^.\[]+|\[[^\]]*\])$", "", path) if re.search(r"[.\[]", path) else ""
+        return self.root
+
+    def error(self, path: str, message: str, hint: str | None = None) -> None:
+        self.problems.add(message, self(path), path, hint)
+
+
+def checksum_problem(value: str) -> str | None:
+    """Why a checksum string is malformed, or None when it is fine."""
+    v = value.strip()
+    if v.lower() == "none":
+        return None
+    if v.lower().startswith("file:"):
+        return None if len(v) > 5 else "file: needs a URL or path after it"
+    if ":" in v:
+        algo, digest = v.split(":", 1)
+        want = _DIGESTS.get(algo.lower())
+        if want is None:
+            return f"unknown checksum type '{algo}'"
+        if not _HEX.fullmatch(digest):
+            return f"{algo} digest must be hex digits"
+        if len(digest) != want:
+            return f"{algo} needs {want} hex digits, got {len(digest)}"
+        return None
+    if not v:
+        return "empty checksum"
+    if _HEX.fullmatch(v) and len(v) in _BY_LENGTH:
+        return None
+    return "not a recognised checksum"
+
+
+def resolve_paths(obj: Any, path: str, template_dir: Path, where: _Where) -> None:
+    """Make `path` fields absolute against the template's folder; check the ones a build reads."""
+    if isinstance(obj, list):
+        for i, item in enumerate(obj):
+            resolve_paths(item, f"{path}[{i}]", template_dir, where)
+        return
+    if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
+        return
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        fpath = f"{path}.{f.name}" if path else f.name
+        if not f.metadata.get("path"):
+            if dataclasses.is_dataclass(value) or isinstance(value, list):
+                resolve_paths(value, fpath, template_dir, where)
+            continue
+        if isinstance(obj, FileProvisioner) and f.name == "source" and obj.direction == "download":
+            continue  # a path inside the guest
+        check = (type(obj), f.name) in _MUST_EXIST and not where.problems.has_error_under(fpath)
+        if isinstance(value, str):
+            setattr(obj, f.name, _resolve(value, fpath, template_dir, where, check))
+        elif isinstance(value, list):
+            setattr(obj, f.name, [_resolve(v, f"{fpath}[{i}]", template_dir, where, check)
+                                  for i, v in enumerate(value)])
+
+
+def _resolve(value: str, path: str, template_dir: Path, where: _Where, check: bool) -> str:
+    p = Path(os.path.expanduser(value))
+    full = os.path.normpath(p if p.is_absolute() else template_dir / p)
+    if check:
+        if glob.has_magic(value):
+            if not glob.glob(full, recursive=True):
+                where.error(path, f"no file matches '{value}' (looked for {full})",
+                            f"paths are relative to the template's folder {template_dir}")
+        elif not os.path.exists(full):
+            where.error(path, f"file not found: '{value}' (looked for {full})",
+                        f"paths are relative to the template's folder {template_dir}")
+    # a trailing slash is meaningful (file provisioner: upload the folder's contents, as Packer does)
+    return full + "/" if value.endswith("/") and not full.endswith("/") else full
+
+
+def check(t: Template, where: _Where) -> None:
+    """Cross-field rules; each error names the key to change."""
+    bad = where.problems.has_error_under
+    if not bad("name") and t.name and (not _SAFE_NAME.fullmatch(t.name) or t.name in (".", "..")):
+        where.error("name", f"name '{t.name}' is not a safe file name",
+                    "use letters, digits, '.', '_' and '-' (it names output files)")
+
+    src = t.source
+    if not bad("source"):
+        if src.cloud_image is None and src.iso is None:
+            where.error("source", "no base to build from: add source.cloud_image (a disk image URL) "
+                        "or source.iso (an installer ISO)")
+        elif src.cloud_image is not None and src.iso is not None:
+            where.error("source.iso", "source.cloud_image and source.iso are both set; keep only one")
+    if src.iso is not None and not bad("source.iso"):
+        if not src.iso.iso_url and not src.iso.iso_urls:
+            where.error("source.iso", "source.iso needs iso_url (or iso_urls, mirrors tried in order)")
+        elif src.iso.iso_url and src.iso.iso_urls:
+            where.error("source.iso.iso_urls", "give iso_url or iso_urls, not both")
+    for cpath, value in (("source.cloud_image.checksum", src.cloud_image and src.cloud_image.checksum),
+                         ("source.iso.iso_checksum", src.iso and src.iso.iso_checksum)):
+        if isinstance(value, str) and not bad(cpath):
+            problem = checksum_problem(value)
+            if problem:
+                where.error(cpath, f"invalid checksum: {problem}", CHECKSUM_HINT)
+
+    m = t.machine
+    if not bad("machine.cpus") and m.cpus < 1:
+        where.error("machine.cpus", f"cpus must be at least 1, got {m.cpus}")
+    if not bad("machine.memory") and m.memory < 128:
+        where.error("machine.memory", f"memory is in MiB and must be at least 128, got {m.memory}",
+                    "e.g. memory: 2048")
+    if m.secure_boot and m.firmware != "uefi" and not bad("machine"):
+        where.error("machine.secure_boot", "secure_boot needs UEFI firmware", "add machine.firmware: uefi")
+
+    c = t.communicator
+    if not bad("communicator.ssh_port") and not 1 <= c.ssh_port <= 65535:
+        where.error("communicator.ssh_port", f"ssh_port must be 1-65535, got {c.ssh_port}")
+    if c.type == "none":
+        for i, p in enumerate(t.provisioners):
+            if not isinstance(p, ShellLocalProvisioner):
+                where.error("communicator.type", f"communicator.type is none, but provisioners[{i}] "
+                            f"({p.type}) needs to reach the guest",
+                            "use communicator.type: ssh, or keep only shell-local provisioners")
+                break
+
+    for i, p in enumerate(t.provisioners):
+        ppath = f"provisioners[{i}]"
+        if bad(ppath):
+            continue
+        if isinstance(p, ShellProvisioner | ShellLocalProvisioner):
+            given = [k for k in ("inline", "script", "scripts") if getattr(p, k)]
+            if not given:
+                where.error(ppath, f"a {p.type} provisioner needs one of inline, script or scripts")
+            elif len(given) > 1:
+                where.error(f"{ppath}.{given[1]}", f"give only one of inline, script or scripts "
+                            f"(found {' and '.join(given)})")
+        if isinstance(p, FileProvisioner):
+            if p.source is None and p.content is None:
+                where.error(ppath, "a file provisioner needs source (a local file) or content (text)")
+            elif p.source is not None and p.content is not None:
+                where.error(f"{ppath}.content", "give source or content, not both")
+            if p.direction == "download" and p.content is not None:
+                where.error(f"{ppath}.content", "direction: download copies a guest file to the host; "
+                            "content is only for uploads")
+            if not p.destination:
+                where.error(f"{ppath}.destination", "a file provisioner needs a destination",
+                            "e.g. destination: /etc/nginx/nginx.conf")
+            if p.mode is not None and not _MODE.fullmatch(p.mode):
+                where.error(f"{ppath}.mode", f"mode '{p.mode}' is not an octal file mode",
+                            "quote it so YAML keeps it as text: mode: \"0644\"")
+        if getattr(p, "max_retries", 0) < 0:
+            where.error(f"{ppath}.max_retries", "max_retries must not be negative")

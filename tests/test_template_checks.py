@@ -1,0 +1,182 @@
+"""Cross-field checks: each error names the key to change, at its file:line:col."""
+
+from __future__ import annotations
+
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from baker.errors import TemplateError, TemplateErrors
+from baker.template import load_template
+from baker.template.checks import checksum_problem
+
+
+@dataclass
+class Qcow2Options:
+    compress: bool = False
+
+
+@pytest.fixture(autouse=True)
+def fake_exporters(monkeypatch: pytest.MonkeyPatch) -> None:
+    mod = types.ModuleType("baker.export")
+    mod.EXPORTERS = {"qcow2": type("Qcow2", (), {"Options": Qcow2Options})}  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "baker.export", mod)
+
+
+BASE = "name: t\nsource:\n  cloud_image:\n    url: https://example.org/base.qcow2\n"
+
+
+def fails(tmp_path: Path, text: str) -> str:
+    p = tmp_path / "t.yaml"
+    p.write_text(text)
+    with pytest.raises((TemplateError, TemplateErrors)) as exc:
+        load_template(p, environ={})
+    return str(exc.value)
+
+
+def ok(tmp_path: Path, text: str):
+    p = tmp_path / "t.yaml"
+    p.write_text(text)
+    return load_template(p, environ={})
+
+
+def at(tmp_path: Path, line: int, col: int, keypath: str) -> str:
+    return f"{tmp_path / 't.yaml'}:{line}:{col}: {keypath}: "
+
+
+def test_no_source(tmp_path: Path) -> None:
+    assert fails(tmp_path, "name: t\nsource:\n  boot_wait: 5s\n") == at(tmp_path, 2, 1, "source") + \
+        "no base to build from: add source.cloud_image (a disk image URL) or source.iso (an installer ISO)"
+    assert fails(tmp_path, "name: t\n").startswith(at(tmp_path, 1, 1, "source") + "no base to build from")
+
+
+def test_both_sources(tmp_path: Path) -> None:
+    msg = fails(tmp_path, BASE + "  iso:\n    iso_url: https://example.org/x.iso\n")
+    assert msg == at(tmp_path, 5, 3, "source.iso") + \
+        "source.cloud_image and source.iso are both set; keep only one"
+
+
+def test_iso_needs_url(tmp_path: Path) -> None:
+    msg = fails(tmp_path, "name: t\nsource:\n  iso:\n    iso_checksum: none\n")
+    assert msg == at(tmp_path, 3, 3, "source.iso") + \
+        "source.iso needs iso_url (or iso_urls, mirrors tried in order)"
+    t = ok(tmp_path, "name: t\nsource:\n  iso:\n    urls: [https://a/x.iso, https://b/x.iso]\n")
+    assert t.source.iso is not None and t.source.iso.iso_urls == ["https://a/x.iso", "https://b/x.iso"]
+
+
+def test_name_required_and_safe(tmp_path: Path) -> None:
+    msg = fails(tmp_path, "source:\n  cloud_image:\n    url: x\n")
+    assert msg.startswith(at(tmp_path, 1, 1, "name") + "missing required key 'name'")
+    msg = fails(tmp_path, BASE.replace("name: t", "name: my image/v1"))
+    assert msg.startswith(at(tmp_path, 1, 7, "name") + "name 'my image/v1' is not a safe file name")
+
+
+def test_cpus_and_memory(tmp_path: Path) -> None:
+    msg = fails(tmp_path, BASE + "machine:\n  cpus: 0\n  memory: 64\n")
+    lines = msg.splitlines()
+    assert lines[0] == at(tmp_path, 6, 9, "machine.cpus") + "cpus must be at least 1, got 0"
+    assert lines[1] == at(tmp_path, 7, 11, "machine.memory") + \
+        "memory is in MiB and must be at least 128, got 64"
+
+
+def test_secure_boot_needs_uefi(tmp_path: Path) -> None:
+    msg = fails(tmp_path, BASE + "machine:\n  secure_boot: true\n")
+    assert msg == at(tmp_path, 6, 16, "machine.secure_boot") + "secure_boot needs UEFI firmware\n" \
+        "  hint: add machine.firmware: uefi"
+    assert ok(tmp_path, BASE + "machine:\n  secure_boot: true\n  firmware: uefi\n").machine.secure_boot
+
+
+def test_shell_needs_exactly_one_body(tmp_path: Path) -> None:
+    msg = fails(tmp_path, BASE + "provisioners:\n  - type: shell\n    sudo: false\n")
+    assert msg == at(tmp_path, 6, 5, "provisioners[0]") + \
+        "a shell provisioner needs one of inline, script or scripts"
+    (tmp_path / "a.sh").write_text("")
+    msg = fails(tmp_path, BASE + "provisioners:\n  - type: shell\n    inline: [a]\n    script: a.sh\n")
+    assert msg == at(tmp_path, 8, 13, "provisioners[0].script") + \
+        "give only one of inline, script or scripts (found inline and script)"
+
+
+def test_file_provisioner_rules(tmp_path: Path) -> None:
+    msg = fails(tmp_path, BASE + "provisioners:\n  - type: file\n    destination: /x\n")
+    assert msg == at(tmp_path, 6, 5, "provisioners[0]") + \
+        "a file provisioner needs source (a local file) or content (text)"
+    msg = fails(tmp_path, BASE + "provisioners:\n  - type: file\n    content: hi\n")
+    assert msg.startswith(at(tmp_path, 6, 5, "provisioners[0].destination") +
+                          "a file provisioner needs a destination")
+    msg = fails(tmp_path, BASE + "provisioners:\n  - type: file\n    direction: download\n"
+                                 "    content: hi\n    destination: x\n")
+    assert msg.startswith(at(tmp_path, 8, 14, "provisioners[0].content") + "direction: download copies")
+    (tmp_path / "f").write_text("")
+    msg = fails(tmp_path, BASE + "provisioners:\n  - type: file\n    source: f\n    content: hi\n"
+                                 "    destination: /x\n")
+    assert msg == at(tmp_path, 8, 14, "provisioners[0].content") + "give source or content, not both"
+
+
+def test_file_mode_is_octal_text(tmp_path: Path) -> None:
+    t = ok(tmp_path, BASE + "provisioners:\n  - type: file\n    content: x\n    destination: /x\n"
+                            "    mode: 0644\n")
+    assert t.provisioners[0].mode == "0644"
+    msg = fails(tmp_path, BASE + "provisioners:\n  - type: file\n    content: x\n    destination: /x\n"
+                                 "    mode: rw\n")
+    assert msg.startswith(at(tmp_path, 9, 11, "provisioners[0].mode") + "mode 'rw' is not an octal file mode")
+
+
+def test_communicator_none_with_provisioners(tmp_path: Path) -> None:
+    none = BASE + "communicator:\n  type: none\nprovisioners:\n"
+    msg = fails(tmp_path, none + "  - type: shell\n    inline: [a]\n")
+    assert msg.startswith(at(tmp_path, 6, 9, "communicator.type") +
+                          "communicator.type is none, but provisioners[0] (shell) needs to reach the guest")
+    t = ok(tmp_path, none + "  - type: shell-local\n    inline: [a]\n")
+    assert t.communicator.type == "none"
+
+
+@pytest.mark.parametrize("value", [
+    "none", "NONE", "sha256:" + "a" * 64, "sha512:" + "B" * 128, "md5:" + "0" * 32, "sha1:" + "f" * 40,
+    "a" * 64, "a" * 32, "file:https://example.org/SHA256SUMS", "file:./SHA256SUMS",
+])
+def test_valid_checksums(value: str) -> None:
+    assert checksum_problem(value) is None
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("sha256:abc", "sha256 needs 64 hex digits, got 3"),
+    ("sha384:" + "a" * 96, "unknown checksum type 'sha384'"),
+    ("sha256:" + "z" * 64, "sha256 digest must be hex digits"),
+    ("abc", "not a recognised checksum"),
+    ("", "empty checksum"),
+    ("file:", "file: needs a URL or path after it"),
+])
+def test_invalid_checksums(value: str, problem: str) -> None:
+    assert checksum_problem(value) == problem
+
+
+def test_checksum_error_position(tmp_path: Path) -> None:
+    msg = fails(tmp_path, BASE + "    checksum: sha256:abc\n")
+    assert msg.startswith(at(tmp_path, 5, 15, "source.cloud_image.checksum") +
+                          "invalid checksum: sha256 needs 64 hex digits, got 3")
+    msg = fails(tmp_path, "name: t\nsource:\n  iso:\n    iso_url: x\n    iso_checksum: md5:1\n")
+    assert msg.startswith(at(tmp_path, 5, 19, "source.iso.iso_checksum") + "invalid checksum: md5 needs 32")
+
+
+def test_no_cascade_after_conversion_error(tmp_path: Path) -> None:
+    msg = fails(tmp_path, "name: t\nsource:\n  cloud_image:\n    checksum: none\n")
+    assert "no base to build from" not in msg
+
+
+def test_trailing_slash_survives_path_resolution(tmp_path):
+    """`source: dir/` means "the folder's contents" to the file provisioner; resolution must keep it."""
+    from baker.template import load_template
+
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "index.html").write_text("hi")
+    (tmp_path / "t.yaml").write_text(
+        "name: t\nsource: {cloud_image: {url: /dev/null}}\n"
+        "provisioners:\n  - {type: file, source: www/, destination: /srv}\n"
+        "  - {type: file, source: www, destination: /srv}\n"
+    )
+    t = load_template(tmp_path / "t.yaml")
+    assert t.provisioners[0].source == f"{tmp_path}/www/"
+    assert t.provisioners[1].source == f"{tmp_path}/www"
