@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from baker.errors import BakerError
@@ -36,7 +37,9 @@ class FetchSource:
                 pct = f" ({done * 100 // total}%)" if total else ""
                 s.log.info("downloading: %s%s", human_size(done), pct)
 
-        s.base_image = cache.fetch(urls, checksum, progress=progress, cancel=s.cancel)
+        # BAKER_DOWNLOAD_TIMEOUT: seconds without data before a download is abandoned (default 60)
+        timeout = float(os.environ.get("BAKER_DOWNLOAD_TIMEOUT", "60"))
+        s.base_image = cache.fetch(urls, checksum, progress=progress, cancel=s.cancel, timeout=timeout)
         s.base_url = urls[0]
         s.base_checksum = spec
         s.base_sha256 = file_digest(s.base_image)
