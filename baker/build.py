@@ -138,7 +138,7 @@ def _keep_logs(state: BuildState, log_dir: Path) -> Path | None:
 
 def _report_failure(reporter: Reporter, e: BaseException, logs: Path | None, state: BuildState,
                     options: BuildOptions) -> None:
-    step = e.step if isinstance(e, StepError) else None
+    step = getattr(e, "step", None)
     message = MASKER.mask(str(e))
     tails = e.tails if isinstance(e, StepError) else {}
     details = {"step": step, "message": message, "tails": tails, "logs": str(logs) if logs else None,

@@ -89,15 +89,18 @@ class StepError(BakerError):
         self.step = step
         self.cause = cause
         self.tails = tails or {}
-        super().__init__(f"step '{step}' failed: {cause}", hint=hint or getattr(cause, "hint", None))
+        text = cause.message if isinstance(cause, BakerError) else str(cause)
+        super().__init__(f"step '{step}' failed: {text}", hint=hint or getattr(cause, "hint", None))
 
 
 class Interrupted(BakerError):
     """The build was stopped by SIGINT/SIGTERM; exit code follows the shell's 128+signal convention."""
 
-    def __init__(self, signum: int):
+    def __init__(self, signum: int, step: str | None = None):
         import signal as _signal
 
         self.signum = signum
+        self.step = step
         self.exit_code = 128 + signum
-        super().__init__(f"interrupted by {_signal.Signals(signum).name}")
+        during = f" during step '{step}'" if step else ""
+        super().__init__(f"interrupted by {_signal.Signals(signum).name}{during}")

@@ -65,15 +65,20 @@ def _kill_live_pids() -> None:
 
 
 @contextlib.contextmanager
-def signal_guard(cancel: threading.Event) -> Iterator[None]:
-    """First SIGINT/SIGTERM: raise Interrupted so steps unwind. Second: kill QEMU now and exit."""
+def signal_guard(cancel: threading.Event) -> Iterator[dict[str, int]]:
+    """First SIGINT/SIGTERM: raise Interrupted so steps unwind. Second: kill QEMU now and exit.
+
+    Yields a dict whose "signum" is set once a signal arrived, so callers can tell an interrupted
+    build from a failed one even when a step turned the Interrupted into an error of its own.
+    """
+    state = {"count": 0, "signum": 0}
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield state
         return
-    state = {"count": 0}
 
     def handler(signum: int, _frame: Any) -> None:
         state["count"] += 1
+        state["signum"] = signum
         cancel.set()
         if state["count"] == 1:
             log.warning("received %s: stopping the build and cleaning up (send again to force)",
@@ -85,7 +90,7 @@ def signal_guard(cancel: threading.Event) -> Iterator[None]:
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield state
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -103,12 +108,14 @@ class Pipeline:
         self.result = PipelineResult()
 
     def run(self, state: Any, cancel: threading.Event) -> PipelineResult:
-        with signal_guard(cancel), contextlib.ExitStack() as stack:
+        with signal_guard(cancel) as signals, contextlib.ExitStack() as stack:
             try:
                 self._run_steps(state, cancel, stack)
             except Interrupted:
                 raise  # a signal always cleans up, even with --on-error=abort
-            except BaseException:
+            except BaseException as e:
+                if signals["signum"]:
+                    raise Interrupted(signals["signum"], getattr(e, "step", None)) from e
                 if self.keep_on_error:
                     stack.pop_all()  # --on-error=abort: leave VM and work dir for debugging
                 raise
@@ -118,15 +125,15 @@ class Pipeline:
         total = len(self.steps)
         for index, step in enumerate(self.steps, 1):
             if cancel.is_set():
-                raise Interrupted(signal.SIGINT)
+                raise Interrupted(signal.SIGINT, step.name)
             stack.callback(self._cleanup, step, state)
             self.on_event("step_start", step=step.name, index=index, total=total)
             start = time.monotonic()
             try:
                 step.run(state)
-            except Interrupted:
+            except Interrupted as e:
                 self._record(step.name, start, "failed")
-                raise
+                raise Interrupted(e.signum, step.name) from None
             except StepError:
                 self._record(step.name, start, "failed")
                 raise
