@@ -44,10 +44,17 @@ def test_discard_unmap_reaches_the_drive():
     assert "discard=unmap" in drive and "detect-zeroes=unmap" in drive
 
 
-def test_cdrom_boot_order_for_iso_installs():
+def test_bios_iso_install_boots_the_cd_once_then_the_disk():
     argv = build_argv(spec(boot_from_cdrom=True))
+    assert argv[argv.index("-boot") + 1] == "order=c,once=d"
+    assert not any("bootindex" in a for a in argv)
+
+
+def test_uefi_iso_install_orders_cd_before_disk():
+    argv = build_argv(spec(boot_from_cdrom=True, pflash_code=Path("/fw/CODE.fd")))
     assert any("ide-cd,drive=cd0,bootindex=1" in a for a in argv)
     assert any("virtio-blk-pci,drive=disk0,bootindex=2" in a for a in argv)
+    assert "-boot" not in argv
 
 
 def test_uefi_pflash_code_readonly_vars_writable():

@@ -114,19 +114,20 @@ def build_argv(spec: MachineSpec) -> list[str]:
         argv += ["-drive", f"file={d.path},format={d.format},if=none,id=disk0,cache={spec.disk_cache},"
                            f"discard={spec.disk_discard},detect-zeroes="
                            f"{'unmap' if spec.disk_discard == 'unmap' else 'off'}"]
-        boot = 2 if spec.boot_from_cdrom else 1
-        argv += ["-device", _disk_device(spec.disk_interface, "disk0", boot)]
+        argv += ["-device", _disk_device(spec.disk_interface, "disk0", _disk_bootindex(spec))]
     for i, cd in enumerate(spec.cdroms):
         if cd.media == "virtio-ro":
             argv += ["-drive", f"file={cd.path},format={cd.format},if=none,id=cd{i},readonly=on",
                      "-device", f"virtio-blk-pci,drive=cd{i}"]
             continue
         argv += ["-drive", f"file={cd.path},format=raw,if=none,id=cd{i},media=cdrom,readonly=on"]
-        idx = f",bootindex={boot_index}" if spec.boot_from_cdrom and i == 0 else ""
+        idx = f",bootindex={boot_index}" if _cd_bootindex(spec) and i == 0 else ""
         if spec.machine_type.startswith("pc") and not spec.machine_type.startswith("pc-q35"):
             argv += ["-device", f"ide-cd,drive=cd{i},bus=ide.{i // 2},unit={i % 2}{idx}"]
         else:
             argv += ["-device", f"ide-cd,drive=cd{i}{idx}"]
+    if spec.boot_from_cdrom and spec.pflash_code is None:
+        argv += ["-boot", "order=c,once=d"]  # SeaBIOS: CD for the install, the disk once it reboots
     if spec.kernel:
         argv += ["-kernel", str(spec.kernel)]
         if spec.initrd:
@@ -137,14 +138,28 @@ def build_argv(spec: MachineSpec) -> list[str]:
     return argv
 
 
-def _disk_device(interface: str, drive: str, bootindex: int) -> str:
+def _cd_bootindex(spec: MachineSpec) -> bool:
+    """UEFI has no `-boot once`; there the CD goes first and the installer's NVRAM entry wins later."""
+    return spec.boot_from_cdrom and spec.pflash_code is not None
+
+
+def _disk_bootindex(spec: MachineSpec) -> int | None:
+    if spec.boot_from_cdrom:
+        return 2 if spec.pflash_code is not None else None
+    return 1
+
+
+def _disk_device(interface: str, drive: str, bootindex: int | None) -> str:
+    idx = f",bootindex={bootindex}" if bootindex is not None else ""
+    return _disk_device_base(interface, drive) + idx
+
+
+def _disk_device_base(interface: str, drive: str) -> str:
     if interface == "virtio":
-        return f"virtio-blk-pci,drive={drive},bootindex={bootindex}"
+        return f"virtio-blk-pci,drive={drive}"
     if interface == "virtio-scsi":
-        return f"scsi-hd,drive={drive},bus=scsi0.0,bootindex={bootindex}"
-    if interface == "sata":
-        return f"ide-hd,drive={drive},bootindex={bootindex}"
-    return f"ide-hd,drive={drive},bootindex={bootindex}"
+        return f"scsi-hd,drive={drive},bus=scsi0.0"
+    return f"ide-hd,drive={drive}"
 
 
 def _set_pdeathsig() -> None:  # runs in the child between fork and exec

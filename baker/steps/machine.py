@@ -114,7 +114,9 @@ class TypeBootCommand:
             s.log.info("waiting %.0fs (boot_wait) before typing", wait)
             if s.cancel.wait(wait):
                 raise BakerError("cancelled")
-        lines = [render_late(line, s.template, s.build_vars()) for line in src.boot_command]
+        build = s.build_vars()
+        lines = [render_late(line, s.template, build, path=f"source.boot_command[{i}]")
+                 for i, line in enumerate(src.boot_command)]
         actions = parse_boot_command(lines)
         machine = s.machine
 
@@ -124,7 +126,7 @@ class TypeBootCommand:
             return machine.qmp(cmd, **(args or {}))
 
         type_boot_command(actions, execute, key_interval=parse_duration(src.boot_key_interval),
-                          serial_log=machine.spec.serial_log, cancel=s.cancel)
+                          serial_log=machine.spec.serial_log, cancel=s.cancel, alive=machine.alive)
 
     def cleanup(self, s: BuildState) -> None:
         pass

@@ -57,13 +57,12 @@ class ServeHTTP:
         from baker.template import render_late
 
         src = s.template.source
-        server = HTTPServer(directory=src.http_directory, content={})
-        server.start()
+        server = HTTPServer(directory=src.http_directory)  # binds now: build.http_port is known
         s.http = server
-        # content may use build.http_port, known only now
         build = s.build_vars()
-        server.content.update({k: render_late(v, s.template, build) for k, v in src.http_content.items()})
-        s.log.info("HTTP server on 127.0.0.1:%s (guest: http://10.0.2.2:%s/)", server.port, server.port)
+        server.set_content({k: render_late(v, s.template, build, path=f"source.http_content.{k}")
+                            for k, v in src.http_content.items()})
+        server.start()
 
     def cleanup(self, s: BuildState) -> None:
         if s.http is not None:

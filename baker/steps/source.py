@@ -17,15 +17,14 @@ class FetchSource:
         from baker.fsutil import file_digest
         from baker.sources.cache import DownloadCache
         from baker.sources.checksum import resolve_checksum
+        from baker.sources.source import source_checksum_spec, source_urls
 
-        src = s.template.source
-        if src.cloud_image is not None:
-            urls, spec = [src.cloud_image.url], src.cloud_image.checksum
-        elif src.iso is not None:
-            urls = [src.iso.iso_url] if src.iso.iso_url else list(src.iso.iso_urls)
-            spec = src.iso.iso_checksum
-        else:
+        chosen = s.template.source.cloud_image or s.template.source.iso
+        if chosen is None:
             raise BakerError("the template has no source", hint="add source.cloud_image or source.iso")
+        base_dir = s.template.path.parent  # relative paths are relative to the template, like every path
+        urls = source_urls(chosen, base_dir)
+        spec = source_checksum_spec(chosen, base_dir)
         cache = DownloadCache()
         checksum = resolve_checksum(spec, urls[0], cache)
         last = [0.0]

@@ -66,7 +66,8 @@ class Source:
     # boot: typed through QMP; Packer syntax plus <waitFor "text">
     boot_command: list[str] = field(default_factory=list, metadata={"late": True})
     boot_wait: str = field(default="0s", metadata={"duration": True})
-    boot_key_interval: str = field(default="20ms", metadata={"duration": True})
+    # QEMU's PS/2 buffer is tiny and nothing acknowledges keys: 10ms dropped keys on a loaded host
+    boot_key_interval: str = field(default="50ms", metadata={"duration": True})
     # HTTP server on 127.0.0.1 (guest sees it as 10.0.2.2 via user networking)
     http_directory: str | None = field(default=None, metadata={"path": True})
     http_content: dict[str, str] = field(default_factory=dict, metadata={"late": True})
