@@ -98,11 +98,16 @@ def test_nginx_serves_the_uploaded_site(booted: BootedImage):
     assert "Baked by baker" in body
 
 
-def test_build_credentials_are_gone_from_the_image(booted: BootedImage):
+def test_build_credentials_are_gone_from_the_image(booted: BootedImage, built: dict):
+    m = json.loads((built["out"] / "manifest.json").read_text())
+    build_key = m["guest"]["build_key_public"].split()[1]
     _, out = booted.run("id baker || echo NO-USER")
     assert "NO-USER" in out
-    _, out = booted.run("sudo grep -rls baker /etc/sudoers.d /home /root/.ssh /etc/passwd /etc/shadow "
-                        "/etc/group || echo CLEAN")
+    _, out = booted.run("sudo grep -E '^baker:' /etc/passwd /etc/shadow /etc/group; "
+                        "sudo grep -rlw baker /etc/sudoers /etc/sudoers.d; "
+                        "test -e /home/baker && echo HOME-LEFT; echo DONE")
+    assert out.strip() == "DONE", out
+    _, out = booted.run(f"sudo grep -rlF '{build_key}' /home /root /etc/ssh || echo CLEAN")
     assert out.strip().endswith("CLEAN"), out
 
 

@@ -51,6 +51,7 @@ class RecordManifest:
                 "qemu_argv": s.machine.argv if s.machine else None,
             },
             "guest": {"ssh_host_key_used_during_build": getattr(s.keys, "host_public", None),
+                      "build_key_public": getattr(s.keys, "client_public", None),
                       "generalized": t.generalize.enabled},
             "artifacts": artifacts,
             "exports": [{"type": r.type, "seconds": round(r.seconds, 2)} for r in s.exports],
