@@ -64,3 +64,28 @@ class BootedImage:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def read_guest_file(image: Path, fmt: str, path: str, work: Path) -> bytes:
+    """Read a file from the root filesystem of a disk image of any format, without booting it.
+
+    Converts to sparse raw, finds the root (largest Linux) partition in the GPT/MBR table and reads
+    the file with debugfs through a read-only loop device at the partition's offset.
+    """
+    import json as _json
+
+    raw = work / f"{image.name}.raw"
+    subprocess.run(["qemu-img", "convert", "-f", fmt, "-O", "raw", str(image), str(raw)], check=True)
+    table = _json.loads(subprocess.run(["sfdisk", "-J", str(raw)], check=True, capture_output=True,
+                                       text=True).stdout)["partitiontable"]
+    sector = table.get("sectorsize", 512)
+    root = max(table["partitions"], key=lambda p: p["size"])
+    loop = subprocess.run(["losetup", "-r", "-f", "--show", "-o", str(root["start"] * sector),
+                           "--sizelimit", str(root["size"] * sector), str(raw)], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    try:
+        out = subprocess.run(["debugfs", "-R", f"cat {path}", loop], check=True, capture_output=True)
+        return out.stdout
+    finally:
+        subprocess.run(["losetup", "-d", loop], check=False)
+        raw.unlink()

@@ -119,3 +119,40 @@ def test_image_is_generalized(booted: BootedImage, built: dict):
     assert build_key not in out  # the clone has its own host key, not the one used while baking
     rc, out = booted.run("systemctl is-enabled nginx && test -s /etc/machine-id && echo OK")
     assert out.strip().endswith("OK")
+
+
+# --- every export from the same build (issue: export to every hypervisor) --------------------------
+
+DISKS = {  # file → qemu-img format
+    "debian-12-nginx.vmdk": "vmdk",
+    "debian-12-nginx.vhd": "vpc",
+    "debian-12-nginx.vhdx": "vhdx",
+    "debian-12-nginx-libvirt.qcow2": "qcow2",
+}
+
+
+def test_every_export_is_there_with_checksums(built: dict):
+    out = built["out"]
+    names = {p.name for p in out.iterdir()}
+    for expected in ["debian-12-nginx.ova", "debian-12-nginx.tar.gz", "debian-12-nginx.xml",
+                     "debian-12-nginx.box.json", *DISKS]:
+        assert expected in names, f"{expected} missing from {sorted(names)}"
+    assert sum(n.endswith(".box") for n in names) == 2
+    subprocess.run(["sha256sum", "--quiet", "-c", "SHA256SUMS"], cwd=out, check=True)
+
+
+@pytest.mark.parametrize("name,fmt", sorted(DISKS.items()))
+def test_export_has_the_same_content_as_the_master(built: dict, name: str, fmt: str):
+    out = built["out"]
+    subprocess.run(["qemu-img", "compare", "-f", fmt, "-F", "qcow2", str(out / name),
+                    str(out / "debian-12-nginx.qcow2")], check=True, capture_output=True)
+
+
+@pytest.mark.parametrize("name,fmt", [("debian-12-nginx.vmdk", "vmdk"), ("debian-12-nginx.vhd", "vpc")])
+def test_provisioned_file_reads_back_from_export(built: dict, name: str, fmt: str, tmp_path: Path):
+    from tests.guest import read_guest_file
+
+    html = read_guest_file(built["out"] / name, fmt, "/var/www/baker/index.html", tmp_path)
+    assert b"Baked by baker" in html
+    conf = read_guest_file(built["out"] / name, fmt, "/etc/nginx/sites-available/default", tmp_path)
+    assert b"listen 8080 default_server" in conf
