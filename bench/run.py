@@ -19,12 +19,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str]) -> int:
-    template = argv[0] if argv and not argv[0].startswith("-") else str(ROOT / "templates/debian-12-nginx.yaml")
+    default = str(ROOT / "templates/debian-12-nginx.yaml")
+    template = argv[0] if argv and not argv[0].startswith("-") else default
     extra = argv[1:] if argv and not argv[0].startswith("-") else argv
     out = Path(tempfile.mkdtemp(prefix="baker-bench-")) / "out"
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "baker", "build", template, "--json", "-o", str(out), *extra],
-                          capture_output=True, text=True, cwd=ROOT)
+    argv_build = [sys.executable, "-m", "baker", "build", template, "--json", "-o", str(out), *extra]
+    proc = subprocess.run(argv_build, capture_output=True, text=True, cwd=ROOT)
     wall = time.monotonic() - start
     events = [json.loads(x) for x in proc.stdout.splitlines() if x.startswith("{")]
     print(f"template: {template}\nexit code: {proc.returncode}\nwall time: {wall:.1f}s\n")
@@ -37,8 +38,10 @@ def main(argv: list[str]) -> int:
         print(f"\n{'artifact':45s} {'MiB':>9s}")
         for a in manifest["artifacts"]:
             print(f"{a['file']:45s} {a['size'] / 2**20:9.1f}")
-        print(f"\nexport times: {', '.join(f'{x['type']} {x['seconds']:.1f}s' for x in manifest['exports'])}")
-        print(f"accelerator: {manifest['machine']['accelerator']} ({manifest['machine']['accelerator_note']})")
+        times = ", ".join(f"{x['type']} {x['seconds']:.1f}s" for x in manifest["exports"])
+        print(f"\nexport times: {times}")
+        machine = manifest["machine"]
+        print(f"accelerator: {machine['accelerator']} ({machine['accelerator_note']})")
         print(f"output kept in {out}")
     else:
         print(proc.stdout[-3000:], proc.stderr[-3000:])

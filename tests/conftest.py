@@ -24,9 +24,13 @@ def base_image_path() -> Path | None:
     return None
 
 
+# resolved at import, before any fixture points BAKER_CACHE_DIR at a per-session temp dir
+_BASE_IMAGE = base_image_path()
+
+
 @pytest.fixture(scope="session")
 def base_image() -> Path:
-    p = base_image_path()
+    p = _BASE_IMAGE
     if p is None:
         pytest.skip("base image not built: run `make base-image` (or set BAKER_BASE_IMAGE)")
     return p
