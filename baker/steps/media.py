@@ -22,7 +22,8 @@ class MakeSeed:
 
             s.seed = write_seed(
                 s.work_dir / "seed.iso", hostname=t.name, instance_id=f"baker-{uuid.uuid4()}",
-                username=t.communicator.ssh_username, keys=s.keys, cloud_init=t.source.cloud_init,
+                username=t.communicator.ssh_username if t.communicator.type == "ssh" else None,
+                keys=s.keys, cloud_init=t.source.cloud_init,
                 password=t.communicator.ssh_password,
             )
             s.cdroms.append(s.seed)

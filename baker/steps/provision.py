@@ -24,7 +24,7 @@ class Provision:
                        **({"BAKER_HTTP_ADDR": f"10.0.2.2:{s.http.port}"} if s.http else {})},
             reconnect_timeout=parse_duration(s.template.communicator.ssh_timeout), cancel=s.cancel,
         )
-        run_provisioner(self.p, ctx)
+        run_provisioner(self.p, ctx, index=self.index)
 
     def cleanup(self, s: BuildState) -> None:
         pass
