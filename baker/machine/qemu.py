@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from baker.errors import BakerError
@@ -251,10 +252,20 @@ class Machine:
         return f"QEMU exited with code {rc}{sig}" + (f": {tail}" if tail else "")
 
     def qmp(self, command: str, **args: Any) -> Any:
+        """Run a QMP command; a QEMU that went away mid-command becomes a BakerError saying why."""
         if self._qmp is None:
             raise BakerError("QMP is not connected")
-        with self._qmp_lock:
-            return self._qmp.cmd(command, **args)
+        try:
+            with self._qmp_lock:
+                return self._qmp.cmd(command, **args)
+        except (QMPError, OSError, EOFError) as e:
+            if self.proc is not None:
+                try:
+                    self.proc.wait(timeout=2)
+                except subprocess.TimeoutExpired:
+                    pass
+            why = self.alive() or f"{type(e).__name__}: {e}"
+            raise BakerError(f"QMP {command} failed: {why}") from e
 
     def powerdown(self) -> None:
         """ACPI power button: the guest shuts down cleanly if it listens (systemd-logind/acpid)."""

@@ -125,8 +125,16 @@ class TypeBootCommand:
                 raise BakerError(why)
             return machine.qmp(cmd, **(args or {}))
 
-        type_boot_command(actions, execute, key_interval=parse_duration(src.boot_key_interval),
-                          serial_log=machine.spec.serial_log, cancel=s.cancel, alive=machine.alive)
+        try:
+            type_boot_command(actions, execute, key_interval=parse_duration(src.boot_key_interval),
+                              serial_log=machine.spec.serial_log, cancel=s.cancel, alive=machine.alive)
+        except BakerError:
+            if machine.proc is not None and machine.proc.poll() == 0:
+                # the guest powered itself off cleanly (e.g. the command ends an install): not a failure
+                s.log.info("the guest powered off during boot_command; the remaining keys were not needed")
+                machine.expect_exit()
+                return
+            raise
 
     def cleanup(self, s: BuildState) -> None:
         pass
