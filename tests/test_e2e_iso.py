@@ -84,7 +84,7 @@ exports: [{{type: qcow2}}, {{type: libvirt}}]
     run = build(t, tmp_path / "out", timeout=1800)
     assert run.rc == 0, run.failure or run.stderr[-2000:]
     port = next(e["message"] for e in run.events
-                if e["event"] == "log" and "HTTP server on" in e.get("message", ""))
+                if e["event"] == "log" and "serving HTTP on" in e.get("message", ""))
     assert (tmp_path / "http.txt").read_text().startswith("served to media on port ")
     assert (tmp_path / "http.txt").read_text().split()[-1] in port
     assert (tmp_path / "cd.txt").read_text() == "from the extra CD"
