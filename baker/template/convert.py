@@ -95,6 +95,24 @@ def _default_exists(f: dataclasses.Field[Any]) -> bool:
     return f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 
 
+def parse_number(value: Any, tp: type) -> int | float:
+    """An int or float from YAML or from text (`-var n=8`); booleans are not numbers. ValueError if not."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a number")
+    if tp is int:
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            return int(value.strip(), 10)
+    elif isinstance(value, int | float):
+        return float(value)
+    elif isinstance(value, str):
+        return float(value.strip())
+    raise ValueError(f"not a number: {type(value).__name__}")
+
+
 class Converter:
     """Converts nodes of one file; records every key path's mark; renders strings when it has a renderer."""
 
@@ -431,26 +449,12 @@ class Converter:
             if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
                 return _BOOL_WORDS[value.strip().lower()]
             return self.error(f"expected true or false, got {show(value)}", mark, path)
-        if tp is int:
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            if isinstance(value, str):
-                try:
-                    return int(value.strip(), 10)
-                except ValueError:
-                    pass
-            return self.error(f"expected an integer, got {show(value)}", mark, path)
-        if tp is float:
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                return float(value)
-            if isinstance(value, str):
-                try:
-                    return float(value.strip())
-                except ValueError:
-                    pass
-            return self.error(f"expected a number, got {show(value)}", mark, path)
+        if tp in (int, float):
+            try:
+                return parse_number(value, tp)
+            except ValueError:
+                what = "an integer" if tp is int else "a number"
+                return self.error(f"expected {what}, got {show(value)}", mark, path)
         if origin in (list, tuple):
             item_tp = typing.get_args(tp)[0] if typing.get_args(tp) else Any
             items = value if isinstance(value, list | tuple) else [value]

@@ -19,7 +19,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 
 from baker.errors import Mark, TemplateError
 from baker.secrets import MASK, MASKER
-from baker.template.convert import BAD, Converter
+from baker.template.convert import BAD, Converter, parse_number
 from baker.template.model import Variable
 from baker.template.yamlnodes import Problems, did_you_mean, join, kind, read_document
 
@@ -68,24 +68,11 @@ def coerce_var(value: Any, type_: str) -> Any:
             return "true" if value else "false"
         if isinstance(value, int | float | str):
             return str(value)
-    elif type_ == "int":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip(), 10)
-            except ValueError:
-                pass
-    elif type_ == "float":
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
+    elif type_ in ("int", "float"):
+        try:
+            return parse_number(value, int if type_ == "int" else float)
+        except ValueError:
+            pass
     elif type_ == "bool":
         if isinstance(value, bool):
             return value
