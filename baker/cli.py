@@ -59,6 +59,15 @@ def parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="show the resolved template and the steps a build runs")
     _add_template_args(i)
     i.add_argument("--json", action="store_true", help="machine-readable output")
+
+    c = sub.add_parser("cache", help="list or prune the verified download cache")
+    csub = c.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    cl = csub.add_parser("list", help="cached files, most recently used first")
+    cl.add_argument("--json", action="store_true")
+    cp = csub.add_parser("prune", help="delete cached files (partial downloads are always removed)")
+    cp.add_argument("--older-than", metavar="DURATION", help="not used for this long, e.g. 30d or 720h")
+    cp.add_argument("--keep", type=int, metavar="N", help="keep the N most recently used files")
+    cp.add_argument("--max-size", metavar="SIZE", help="remove least recently used until within SIZE")
     return p
 
 
@@ -96,6 +105,36 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from baker.sources.cache import DownloadCache
+    from baker.units import human_size, parse_size
+
+    cache = DownloadCache()
+    if args.cache_command == "list":
+        entries = cache.list()
+        if args.json:
+            print(json.dumps([{"path": str(e.path), "sha256": e.sha256, "size": e.size,
+                               "last_used": e.last_used, "urls": list(e.urls)} for e in entries], indent=2))
+            return 0
+        for e in entries:
+            used = datetime.fromtimestamp(e.last_used, UTC).strftime("%Y-%m-%d %H:%M")
+            print(f"{e.sha256[:16]}  {human_size(e.size):>10}  {used}  {', '.join(e.urls) or '-'}")
+        print(f"{len(entries)} files, {human_size(sum(e.size for e in entries))} in {cache.root}")
+        return 0
+    older = None
+    if args.older_than:
+        text = args.older_than.strip()
+        older = float(text[:-1]) * 86400 if text.endswith("d") else parse_duration(text)
+    removed = cache.prune(older_than=older, keep=args.keep,
+                          max_bytes=parse_size(args.max_size) if args.max_size else None)
+    for p in removed:
+        print(f"removed {p}")
+    print(f"{len(removed)} files removed")
+    return 0
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from baker.build import run_build
     from baker.output import Reporter
@@ -121,7 +160,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    handler = {"build": cmd_build, "validate": cmd_validate, "inspect": cmd_inspect}[args.command]
+    handler = {"build": cmd_build, "validate": cmd_validate, "inspect": cmd_inspect,
+               "cache": cmd_cache}[args.command]
     try:
         return handler(args)
     except (TemplateError, TemplateErrors) as e:
