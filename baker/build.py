@@ -68,7 +68,22 @@ def run_build(
         return {k: MASKER.mask(v) for k, v in out.items() if v}
 
     pipeline = Pipeline(steps, on_event=reporter.event, tails=tails)
-    pipeline.keep_on_error = options.on_error == "abort"
+    reported: list[BaseException] = []
+
+    def hold(e: BaseException) -> None:
+        """--on-error=abort: report now, then keep the VM up for debugging until Ctrl-C."""
+        _report_failure(reporter, e, None, state, options)
+        reported.append(e)
+        m = state.machine
+        if m is None or m.alive() is not None:
+            return
+        reporter.event("info", message="holding the VM for debugging; press Ctrl-C (or send SIGTERM) "
+                                       "to stop it and clean up")
+        while m.alive() is None:
+            time.sleep(0.5)
+
+    if options.on_error == "abort":
+        pipeline.hold = hold
     reporter.event("build_start", name=t.name, template=str(t.path), steps=[s.name for s in steps],
                    output_dir=str(options.output_dir))
     started = time.monotonic()
@@ -85,10 +100,12 @@ def run_build(
     except BaseException as e:  # every failure becomes a report and an exit code
         logs = _keep_logs(state, log_dir)
         outcome = BuildOutcome(False, _exit_code(e), options.output_dir, e, logs, pipeline.result.timings)
-        _report_failure(reporter, e, logs, state, options)
+        if reported:
+            reporter.event("info", message=f"logs kept in {logs}")
+        else:
+            _report_failure(reporter, e, logs, state, options)
         teardown_logging(handlers)
-        if not (pipeline.keep_on_error and not isinstance(e, Interrupted)):
-            remove(log_dir)
+        remove(log_dir)
         return outcome
     reporter.event("build_done", name=t.name, seconds=round(time.monotonic() - started, 1),
                    output_dir=str(options.output_dir),
@@ -141,10 +158,10 @@ def _report_failure(reporter: Reporter, e: BaseException, logs: Path | None, sta
     step = getattr(e, "step", None)
     message = MASKER.mask(str(e))
     tails = e.tails if isinstance(e, StepError) else {}
-    details = {"step": step, "message": message, "tails": tails, "logs": str(logs) if logs else None,
-               "exit_code": _exit_code(e)}
+    debug = _debug_access(e, state, options)
     if reporter.mode == "json":
-        reporter.event("build_failed", **details)
+        reporter.event("build_failed", step=step, message=message, tails=tails,
+                       logs=str(logs) if logs else None, exit_code=_exit_code(e), debug=debug)
         return
     lines = [f"build failed: {message}"]
     for title, text in tails.items():
@@ -152,11 +169,21 @@ def _report_failure(reporter: Reporter, e: BaseException, logs: Path | None, sta
         lines += [f"  {line}" for line in text.splitlines()]
     if logs:
         lines.append(f"logs kept in {logs}")
-    if options.on_error == "abort" and not isinstance(e, Interrupted) and state.machine is not None \
-            and state.machine.alive() is None and state.keys is not None:
-        port = state.machine.host_ports.get(state.template.communicator.ssh_port)
+    if debug:
         lines.append("--on-error=abort: the VM is still running. Connect with:")
-        lines.append(f"  ssh -i {state.keys.client_private_path} -p {port} "
-                     f"-o StrictHostKeyChecking=no {state.template.communicator.ssh_username}@127.0.0.1")
-        lines.append(f"  and stop it with: kill {state.machine.pid}   (work dir: {state.work_dir})")
+        lines.append(f"  {debug['ssh']}")
+        lines.append(f"  serial console: {debug['serial_log']}   work dir: {debug['work_dir']}")
     reporter.event("error", message="\n".join(lines))
+
+
+def _debug_access(e: BaseException, state: BuildState, options: BuildOptions) -> dict[str, str] | None:
+    """How to reach the VM that --on-error=abort keeps running, or None."""
+    m = state.machine
+    if options.on_error != "abort" or isinstance(e, Interrupted) or m is None or m.alive() is not None \
+            or state.keys is None:
+        return None
+    c = state.template.communicator
+    port = m.host_ports.get(c.ssh_port)
+    return {"ssh": f"ssh -i {state.keys.client_private_path} -p {port} -o StrictHostKeyChecking=no "
+                   f"{c.ssh_username}@127.0.0.1",
+            "serial_log": str(m.spec.serial_log), "work_dir": str(state.work_dir)}

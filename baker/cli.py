@@ -44,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
     _add_template_args(b)
     b.add_argument("--output-dir", "-o", type=Path, help="where artifacts go (default: images/<name>)")
     b.add_argument("--on-error", "-on-error", choices=["cleanup", "abort"], default="cleanup",
-                   help="abort: keep the VM running and the work dir for debugging")
+                   help="abort: on failure keep the VM up for debugging (SSH command shown) until Ctrl-C")
     b.add_argument("--json", action="store_true", help="JSON event stream on stdout (one object per line)")
     b.add_argument("--plain", action="store_true", help="timestamped lines even on a terminal")
     b.add_argument("--verbose", "-v", action="store_true", help="show debug output")

@@ -97,14 +97,15 @@ def signal_guard(cancel: threading.Event) -> Iterator[dict[str, int]]:
 
 
 class Pipeline:
-    """Runs steps in order; on failure or signal, undoes them newest-first (unless keep_on_error)."""
+    """Runs steps in order; on failure or signal, undoes them newest-first (after `hold`, if set)."""
 
     def __init__(self, steps: Sequence[Step], *, on_event: Callable[..., None] | None = None,
                  tails: Callable[[], dict[str, str]] | None = None) -> None:
         self.steps = list(steps)
         self.on_event = on_event or (lambda *a, **k: None)
         self.tails = tails or dict
-        self.keep_on_error = False
+        # --on-error=abort: called with the error before unwinding; blocks while the user debugs
+        self.hold: Callable[[BaseException], None] | None = None
         self.result = PipelineResult()
 
     def run(self, state: Any, cancel: threading.Event) -> PipelineResult:
@@ -116,8 +117,11 @@ class Pipeline:
             except BaseException as e:
                 if signals["signum"]:
                     raise Interrupted(signals["signum"], getattr(e, "step", None)) from e
-                if self.keep_on_error:
-                    stack.pop_all()  # --on-error=abort: leave VM and work dir for debugging
+                if self.hold is not None:
+                    try:
+                        self.hold(e)  # the VM stays up until the user lets go (Ctrl-C)
+                    except Interrupted:
+                        pass
                 raise
         return self.result
 

@@ -67,13 +67,13 @@ def test_a_failing_cleanup_does_not_stop_the_others():
     assert j == ["run a", "run b", "run c", "undo c", "undo a"]
 
 
-def test_abort_mode_keeps_everything_on_error():
+def test_abort_mode_holds_everything_until_released_then_cleans_up():
     j: list[str] = []
     p = Pipeline([Rec("a", j), Rec("b", j, BakerError("boom"))])
-    p.keep_on_error = True
+    p.hold = lambda e: j.append(f"hold {type(e).__name__}")
     with pytest.raises(StepError):
         p.run(None, threading.Event())
-    assert j == ["run a", "run b"]
+    assert j == ["run a", "run b", "hold StepError", "undo b", "undo a"]
 
 
 def test_cancel_before_a_step_unwinds():
