@@ -95,3 +95,29 @@ exports: [{{type: qcow2}}, {{type: libvirt}}]
     assert "<loader" in xml and "OVMF" in xml  # exported metadata records the firmware
     subprocess.run(["qemu-img", "check", str(tmp_path / "out" / "media.qcow2")], check=True,
                    capture_output=True)
+
+
+DI = Path("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64")
+
+
+@pytest.mark.skipif(not (DI / "linux").exists(), reason="needs debian-installer-12-netboot-amd64")
+def test_direct_kernel_boot_with_rendered_append(tmp_path: Path):
+    """kernel/initrd/append boot a kernel without any bootloader; `append` sees build.* values."""
+    empty = tmp_path / "empty.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(empty), "64M"], check=True)
+    t = write_template(tmp_path / "kernel.yaml", f"""name: kboot
+source:
+  cloud_image: {{url: '{empty}', checksum: none}}
+  cloud_init: {{enabled: false}}
+  kernel: {DI}/linux
+  initrd: {DI}/initrd.gz
+  append: "console=ttyS0 baker_build={{{{ build.name }}}} init=/no/such/init panic=-1"
+machine: {{accelerator: tcg, cpus: 1, memory: 512, disk_size: 64M, qemuargs: ["-no-reboot"]}}
+communicator: {{type: none}}
+shutdown: {{timeout: 3m}}
+exports: [{{type: raw}}]
+""")
+    run = build(t, tmp_path / "out", timeout=600)
+    assert run.rc == 0, run.failure or run.stderr[-2000:]
+    serial = (tmp_path / "out" / "serial.log").read_text(errors="replace")
+    assert "baker_build=kboot" in serial  # the kernel printed our rendered command line

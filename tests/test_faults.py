@@ -56,6 +56,7 @@ def test_guest_that_never_offers_ssh_times_out_with_serial_tail(tmp_path: Path):
     assert "serial console (last lines)" in run.failure["tails"] or "qemu stderr" in run.failure["tails"] \
         or run.failure["tails"] == {}
     assert Path(run.failure["logs"], "build.log").exists()
+    assert Path(run.failure["logs"], "failure-screen.png").read_bytes()[:4] == b"\x89PNG"
     assert_nothing_left(run, NAME)
 
 
