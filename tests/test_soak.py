@@ -29,8 +29,9 @@ def _fds() -> set[str]:
 
 
 def _listening_ports() -> set[str]:
-    out = subprocess.run(["ss", "-Hltn"], capture_output=True, text=True).stdout
-    return {line.split()[3] for line in out.splitlines() if line.strip()}
+    """Listening sockets this process owns (other builds on the host may come and go meanwhile)."""
+    out = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True).stdout
+    return {line.split()[3] for line in out.splitlines() if f"pid={os.getpid()}," in line}
 
 
 def _du(path: Path) -> int:
