@@ -42,7 +42,7 @@ def run_build(
     t: Template, options: BuildOptions, reporter: Reporter, *, verbose: bool = False
 ) -> BuildOutcome:
     log = logging.getLogger("baker.build")
-    log_dir = Path(tempfile.mkdtemp(prefix="baker-log-"))
+    log_dir = Path(tempfile.mkdtemp(prefix=f"baker-log-{t.name}-"))
     os.chmod(log_dir, 0o700)
     log_file = log_dir / "build.log"
     handlers = setup_logging(reporter, log_file, verbose)

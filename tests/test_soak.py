@@ -58,7 +58,7 @@ exports: [{{type: qcow2}}]
 
     def snapshot() -> dict:
         return {"fds": _fds(), "threads": threading.active_count(), "ports": _listening_ports(),
-                "tmp": {p.name for p in tmp_root.glob("baker-*")}}
+                "tmp": {p.name for pat in ("baker-soak-*", "baker-log-soak-*") for p in tmp_root.glob(pat)}}
 
     before = None
     seconds = []
