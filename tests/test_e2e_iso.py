@@ -56,7 +56,7 @@ source:
   cd_label: BAKERCD
   cd_content:
     answers/config.txt: "from the extra CD"
-machine: {{accelerator: auto, cpus: 2, memory: 1024, disk_size: 3G, firmware: uefi}}
+machine: {{accelerator: auto, cpus: 1, memory: 1024, disk_size: 3G, firmware: uefi}}
 provisioners:
   - type: shell
     inline:
