@@ -46,12 +46,17 @@ def start_build(template: Path, out: Path, *args: str, env: dict | None = None) 
     )
 
 
+def _result(proc: subprocess.Popen, stdout: str, stderr: str, out: Path, started: float) -> Run:
+    """Parse the --json event stream; the work dir comes from the debug line PrepareDirs logs."""
+    events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    work = [m.split("work dir ", 1)[1].split(",")[0] for e in events if e["event"] == "log"
+            for m in [e.get("message", "")] if "work dir " in m]
+    return Run(proc.returncode, events, stdout, stderr, out, time.monotonic() - started, work)
+
+
 def finish(proc: subprocess.Popen, out: Path, started: float, timeout: float = 1200) -> Run:
     stdout, stderr = proc.communicate(timeout=timeout)
-    events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-    work = [line.split("work dir ", 1)[1].split(",")[0] for e in events if e["event"] == "log"
-            for line in [e.get("message", "")] if "work dir " in line]
-    return Run(proc.returncode, events, stdout, stderr, out, time.monotonic() - started, work)
+    return _result(proc, stdout, stderr, out, started)
 
 
 def build(template: Path, out: Path, *args: str, env: dict | None = None, timeout: float = 1200) -> Run:
@@ -75,11 +80,7 @@ def signal_at(template: Path, out: Path, step_prefix: str, sig: int, *args: str,
                 os.kill(proc.pid, sig)
                 break
     rest, stderr = proc.communicate(timeout=300)
-    stdout = "".join(lines) + rest
-    events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
-    work = [m.split("work dir ", 1)[1].split(",")[0] for e in events if e["event"] == "log"
-            for m in [e.get("message", "")] if "work dir " in m]
-    return Run(proc.returncode, events, stdout, stderr, out, time.monotonic() - started, work)
+    return _result(proc, "".join(lines) + rest, stderr, out, started)
 
 
 def qemu_pids_for(name: str) -> list[int]:
