@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,19 +9,7 @@ import pytest
 from baker.errors import TemplateError, TemplateErrors
 from baker.template import load_template
 from baker.template.checks import checksum_problem
-
-
-@dataclass
-class Qcow2Options:
-    compress: bool = False
-
-
-@pytest.fixture(autouse=True)
-def fake_exporters(monkeypatch: pytest.MonkeyPatch) -> None:
-    mod = types.ModuleType("baker.export")
-    mod.EXPORTERS = {"qcow2": type("Qcow2", (), {"Options": Qcow2Options})}  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "baker.export", mod)
-
+from tests.template_fixtures import fake_exporters  # noqa: F401 - autouse fixture
 
 BASE = "name: t\nsource:\n  cloud_image:\n    url: https://example.org/base.qcow2\n"
 

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import textwrap
-import types
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -15,19 +12,7 @@ import pytest
 from baker.errors import TemplateError, TemplateErrors
 from baker.secrets import MASKER
 from baker.template import load_template, render_late, template_to_dict
-
-
-@dataclass
-class Qcow2Options:
-    compress: bool = False
-
-
-@pytest.fixture(autouse=True)
-def fake_exporters(monkeypatch: pytest.MonkeyPatch) -> None:
-    mod = types.ModuleType("baker.export")
-    mod.EXPORTERS = {"qcow2": type("Qcow2", (), {"Options": Qcow2Options})}  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "baker.export", mod)
-
+from tests.template_fixtures import fake_exporters  # noqa: F401 - autouse fixture
 
 HEAD = "name: t\nsource:\n  cloud_image:\n    url: https://example.org/base.qcow2\n"
 
