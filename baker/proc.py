@@ -6,8 +6,9 @@ import logging
 import os
 import shlex
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import IO, Any
 
 from baker.errors import BakerError, CommandError
 
@@ -56,7 +57,27 @@ def run(
     return proc
 
 
-def which(name: str) -> str | None:
-    from shutil import which as _which
-
-    return _which(name)
+def spawn(
+    argv: Sequence[str | os.PathLike[str]],
+    *,
+    stdin: int | IO[Any] | None = subprocess.DEVNULL,
+    stdout: int | IO[Any] | None = None,
+    stderr: int | IO[Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | Path | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+    hint: str | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start a long-lived process (QEMU, a local provisioner) logged like `run`; the caller reaps it."""
+    args = [os.fspath(a) for a in argv]
+    log.debug("$ %s &", shlex.join(args))
+    try:
+        return subprocess.Popen(
+            args, stdin=stdin, stdout=stdout, stderr=stderr,
+            env={**os.environ, **env} if env is not None else None, cwd=cwd,
+            preexec_fn=preexec_fn, close_fds=True,
+        )
+    except FileNotFoundError as e:
+        raise BakerError(
+            f"{args[0]}: command not found", hint=hint or "install it (see README: make setup)"
+        ) from e
