@@ -14,6 +14,7 @@ from pathlib import Path
 
 from baker.errors import BakerError, Interrupted, StepError
 from baker.fsutil import remove
+from baker.machine import registry
 from baker.output import Reporter, setup_logging, teardown_logging
 from baker.pipeline import Pipeline
 from baker.secrets import MASKER
@@ -56,8 +57,10 @@ def run_build(
         m = state.machine
         if m is not None:
             out["serial console (last lines)"] = m.serial_tail(25)
-            if m.alive() is None:
+            if m.proc is not None and m.proc.poll() is None:  # a panicked or paused guest's screen too
                 m.screendump(log_dir / "failure-screen.png")
+            if not m.serial_tail(1) and (fw := m.firmware_tail(8)):
+                out["firmware log (last lines)"] = fw
             err = m.stderr_tail(5)
             if err:
                 out["qemu stderr"] = err
@@ -67,7 +70,7 @@ def run_build(
             out["last command output"] = "\n".join(comm.last_output_tail[-20:])
         return {k: MASKER.mask(v) for k, v in out.items() if v}
 
-    pipeline = Pipeline(steps, on_event=reporter.event, tails=tails)
+    pipeline = Pipeline(steps, on_event=reporter.event, tails=tails, on_force_exit=registry.kill_all)
     reported: list[BaseException] = []
 
     def hold(e: BaseException) -> None:
