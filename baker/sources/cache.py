@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from baker import __version__
+from baker.checksum import Checksum, mismatch
 from baker.errors import BakerError, ChecksumError
 from baker.fsutil import atomic_write, file_digest, remove
-from baker.sources.checksum import Checksum, mismatch, resolve_checksum
 from baker.units import human_size
 
 log = logging.getLogger("baker.sources")
@@ -186,7 +186,7 @@ class DownloadCache:
     def fetch(
         self,
         urls: list[str] | str,
-        checksum: Checksum | str,
+        checksum: Checksum,
         *,
         progress: Progress | None = None,
         timeout: float = 60,
@@ -198,12 +198,11 @@ class DownloadCache:
 
         Local paths and file:// URLs are verified in place and returned as-is (absolute). With
         `stale_ok`, an unpinned URL that cannot be reached falls back to the last copy cached.
+        A `file:` checksum is resolved first (`baker.sources.source.resolve_checksum`).
         """
         urls = [urls] if isinstance(urls, str) else list(urls)
         if not urls:
             raise BakerError("no URL to fetch")
-        if isinstance(checksum, str):
-            checksum = resolve_checksum(checksum, urls[0], self)
         remote = [u for u in urls if local_path(u) is None]
         if checksum.pinned and remote and (hit := self.lookup(checksum, remote)):
             log.info("using cached %s (%s)", hit, checksum)
