@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from baker.pipeline import StepTiming
 from baker.template.model import Template
 
 
@@ -44,7 +45,7 @@ class BuildState:
     exports: list[Any] = field(default_factory=list)
     manifest_path: Path | None = None
     qemu_version: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    timings: list[StepTiming] = field(default_factory=list)  # the pipeline's record, shared not copied
 
     def build_vars(self) -> dict[str, Any]:
         """The build.* values late template fields can use (boot_command, http_content, ...)."""

@@ -55,7 +55,7 @@ class RecordManifest:
                       "generalized": t.generalize.enabled},
             "artifacts": artifacts,
             "exports": [{"type": r.type, "seconds": round(r.seconds, 2)} for r in s.exports],
-            "steps": s.extra.get("timings", []),
+            "steps": [{"step": st.name, "seconds": st.seconds} for st in s.timings if st.status == "ok"],
             "tools": {"baker": baker.__version__, "qemu": s.qemu_version,
                       "python": platform.python_version()},
         }
