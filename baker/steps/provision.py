@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from baker.httpserver import GUEST_HOST_IP
 from baker.state import BuildState
 from baker.units import parse_duration
 
@@ -21,7 +22,7 @@ class Provision:
         ctx = ProvisionContext(
             comm=s.comm, log=s.log, template_dir=s.template.path.parent, work_dir=s.work_dir,
             build_env={"BAKER_BUILD_NAME": s.template.name,
-                       **({"BAKER_HTTP_ADDR": f"10.0.2.2:{s.http.port}"} if s.http else {})},
+                       **({"BAKER_HTTP_ADDR": f"{GUEST_HOST_IP}:{s.http.port}"} if s.http else {})},
             reconnect_timeout=parse_duration(s.template.communicator.ssh_timeout), cancel=s.cancel,
         )
         run_provisioner(self.p, ctx, index=self.index)
