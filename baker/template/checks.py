@@ -36,7 +36,7 @@ _MUST_EXIST = {
 }
 
 
-class _Where:
+class Where:
     """Marks for key paths, falling back to the nearest parent that has one."""
 
     def __init__(self, marks: dict[str, Mark], problems: Problems, root: Mark) -> None:
@@ -64,7 +64,7 @@ def checksum_problem(value: str) -> str | None:
     return None
 
 
-def resolve_paths(obj: Any, path: str, template_dir: Path, where: _Where) -> None:
+def resolve_paths(obj: Any, path: str, template_dir: Path, where: Where) -> None:
     """Make `path` fields absolute against the template's folder; check the ones a build reads."""
     if isinstance(obj, list):
         for i, item in enumerate(obj):
@@ -89,7 +89,7 @@ def resolve_paths(obj: Any, path: str, template_dir: Path, where: _Where) -> Non
                                   for i, v in enumerate(value)])
 
 
-def _resolve(value: str, path: str, template_dir: Path, where: _Where, check: bool) -> str:
+def _resolve(value: str, path: str, template_dir: Path, where: Where, check: bool) -> str:
     p = Path(os.path.expanduser(value))
     full = os.path.normpath(p if p.is_absolute() else template_dir / p)
     if check:
@@ -104,7 +104,7 @@ def _resolve(value: str, path: str, template_dir: Path, where: _Where, check: bo
     return full + "/" if value.endswith("/") and not full.endswith("/") else full
 
 
-def check(t: Template, where: _Where) -> None:
+def check(t: Template, where: Where) -> None:
     """Cross-field rules; each error names the key to change."""
     bad = where.problems.has_error_under
     if not bad("name") and t.name and (not _SAFE_NAME.fullmatch(t.name) or t.name in (".", "..")):
