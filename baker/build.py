@@ -15,6 +15,7 @@ from pathlib import Path
 from baker.errors import BakerError, Interrupted, StepError
 from baker.fsutil import remove
 from baker.output import Failure, Reporter, setup_logging, teardown_logging
+from baker.paths import cache_root
 from baker.pipeline import Pipeline, StepTiming
 from baker.secrets import MASKER
 from baker.state import BuildOptions, BuildState
@@ -30,12 +31,6 @@ class BuildOutcome:
     error: BaseException | None = None
     logs_dir: Path | None = None
     timings: list[StepTiming] = field(default_factory=list)
-
-
-def logs_root() -> Path:
-    root = os.environ.get("BAKER_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "baker")
-    return Path(root) / "logs"
 
 
 def run_build(
@@ -135,7 +130,7 @@ def _keep_logs(state: BuildState, log_dir: Path) -> Path | None:
     """Move logs somewhere that survives cleanup; never into the output dir (no half builds there)."""
     try:
         _snapshot(state, log_dir)  # signals unwind without calling tails(); harmless when already done
-        dest = logs_root() / f"{state.template.name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+        dest = cache_root() / "logs" / f"{state.template.name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
         dest.mkdir(parents=True, exist_ok=True)
         os.chmod(dest, 0o700)
         for src in log_dir.iterdir():

@@ -27,7 +27,6 @@ class BuildOptions:
     on_error: str = "cleanup"  # "cleanup" | "abort"
     keep_workdir: bool = False
     export_jobs: int = 2
-    timeout: float | None = None
 
 
 @dataclass

@@ -9,9 +9,11 @@ from baker.units import parse_duration
 
 class Provision:
     def __init__(self, index: int, provisioner) -> None:
+        from baker.provision.base import summary
+
         self.index = index
         self.p = provisioner
-        label = getattr(provisioner, "name", None) or _describe(provisioner)
+        label = provisioner.name or summary(provisioner, first_line=True)
         self.name = f"provision[{index}] {provisioner.type}" + (f" ({label})" if label else "")
 
     def run(self, s: BuildState) -> None:
@@ -30,16 +32,3 @@ class Provision:
     def cleanup(self, s: BuildState) -> None:
         pass
 
-
-def _describe(p) -> str:
-    if getattr(p, "script", None):
-        return str(p.script)
-    if getattr(p, "scripts", None):
-        return ", ".join(str(x) for x in p.scripts)
-    if getattr(p, "source", None) or getattr(p, "destination", None):
-        return f"{p.source or 'content'} -> {p.destination}"
-    inline = getattr(p, "inline", None)
-    if inline:
-        first = inline[0]
-        return first if len(first) <= 40 else first[:37] + "..."
-    return ""
