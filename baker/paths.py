@@ -1,6 +1,7 @@
-"""Where baker keeps things between builds: one answer, read from the environment each time.
+"""Where baker keeps what outlives a build: downloads, kept logs, the KVM probe record, base images.
 
-Read each time (not at import) because tests and operators point BAKER_CACHE_DIR elsewhere per run.
+Read from the environment each time (not at import): tests and operators point BAKER_CACHE_DIR
+elsewhere per run.
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from pathlib import Path
 
 
 def cache_root() -> Path:
-    """${BAKER_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/baker}."""
+    """${BAKER_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/baker}, as scripts/build-base-image computes it."""
     env = os.environ.get("BAKER_CACHE_DIR")
     if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")) / "baker"
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "baker"
 
 
 def base_images_dir() -> Path:

@@ -81,14 +81,17 @@ class Pipeline:
 
     def __init__(self, steps: Sequence[Step], *, on_event: Callable[..., None] | None = None,
                  tails: Callable[[], dict[str, str]] | None = None,
+                 hold: Callable[[BaseException], None] | None = None,
                  on_force_exit: Callable[[], None] | None = None) -> None:
+        """`on_event(kind, **fields)` sees step_start/step_done; `tails()` is read at the moment a step
+        fails; `hold(error)` (--on-error=abort) runs before unwinding and blocks while the user debugs;
+        `on_force_exit()` runs on a second signal, before exiting without cleanup."""
         self.steps = list(steps)
         self.on_force_exit = on_force_exit  # a second signal: kill what must not outlive us
         self.on_event = on_event or (lambda *a, **k: None)
         self.tails = tails or dict
-        # --on-error=abort: called with the error before unwinding; blocks while the user debugs
-        self.hold: Callable[[BaseException], None] | None = None
-        self.result = PipelineResult()
+        self.hold = hold
+        self.result = PipelineResult()  # the one record of step timings (the manifest reads it)
 
     def run(self, state: Any, cancel: threading.Event) -> PipelineResult:
         with signal_guard(cancel, self.on_force_exit) as signals, contextlib.ExitStack() as stack:

@@ -19,7 +19,7 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -37,6 +37,7 @@ Alive = Callable[[], "str | None"]
 _PARAMIKO_LOG = "baker.ssh.paramiko"
 logging.getLogger(_PARAMIKO_LOG).setLevel(logging.CRITICAL)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+ENV_NAME_HINT = "use letters, digits and underscores, not starting with a digit"
 TAIL_LINES = 50
 # first stderr line of every command: the session shell's PID (= its process group), so a timeout can kill it
 _PID_TAG = "BAKER-PGID:"
@@ -110,14 +111,18 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if type(e).__name__ not in text else text
 
 
+def bad_env_name(env: Mapping[str, object]) -> str | None:
+    """The first name in `env` a POSIX shell cannot export, or None."""
+    return next((k for k in env if not _ENV_NAME.match(k)), None)
+
+
 def env_prefix(env: dict[str, str] | None) -> str:
     """`export A='x' B='y'; ` for a POSIX shell; values shell-quoted, names validated."""
     if not env:
         return ""
-    for k in env:
-        if not _ENV_NAME.match(k):
-            raise SSHError(f"invalid environment variable name {k!r}",
-                           hint="names are letters, digits and underscores, not starting with a digit")
+    bad = bad_env_name(env)
+    if bad is not None:
+        raise SSHError(f"invalid environment variable name {bad!r}", hint=ENV_NAME_HINT)
     return "export " + " ".join(f"{k}={shlex.quote(str(v))}" for k, v in env.items()) + "; "
 
 

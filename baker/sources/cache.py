@@ -1,8 +1,8 @@
 """A verified, content-addressed download cache for base images, ISOs and SUMS files.
 
-Fixes Packer's cache (inventory §3 row 9): files are keyed by the sha256 of their *content*, not by
-the checksum string or the URL, so rewriting a checksum never re-downloads and a changed checksum
-never reuses stale bytes. Only verified, complete files are ever renamed into `sha256/`; concurrent
+Unlike Packer's cache, files are keyed by the sha256 of their *content*, not by the checksum string
+or the URL, so rewriting a checksum never re-downloads and a changed checksum never reuses stale
+bytes. Only verified, complete files are ever renamed into `sha256/`; concurrent
 baker processes serialize on a per-target flock so one downloads and the others reuse it.
 
 Layout under the root::
@@ -37,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from baker import __version__
+from baker.checksum import Checksum, mismatch
 from baker.errors import BakerError, ChecksumError
 from baker.fsutil import atomic_write, file_digest, remove
-from baker.sources.checksum import Checksum, mismatch, resolve_checksum
+from baker.paths import cache_root
 from baker.units import human_size
 
 log = logging.getLogger("baker.sources")
@@ -79,12 +80,8 @@ class CacheEntry:
 
 
 def default_cache_root() -> Path:
-    """${BAKER_CACHE_DIR:-${XDG_CACHE_HOME:-~/.cache}/baker}/downloads."""
-    base = os.environ.get("BAKER_CACHE_DIR")
-    if not base:
-        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-        base = str(Path(xdg) / "baker")
-    return Path(base).expanduser() / "downloads"
+    """<cache root>/downloads (baker.paths.cache_root)."""
+    return cache_root() / "downloads"
 
 
 def local_path(url: str) -> Path | None:
@@ -186,7 +183,7 @@ class DownloadCache:
     def fetch(
         self,
         urls: list[str] | str,
-        checksum: Checksum | str,
+        checksum: Checksum,
         *,
         progress: Progress | None = None,
         timeout: float = 60,
@@ -198,12 +195,11 @@ class DownloadCache:
 
         Local paths and file:// URLs are verified in place and returned as-is (absolute). With
         `stale_ok`, an unpinned URL that cannot be reached falls back to the last copy cached.
+        A `file:` checksum is resolved first (`baker.sources.source.resolve_checksum`).
         """
         urls = [urls] if isinstance(urls, str) else list(urls)
         if not urls:
             raise BakerError("no URL to fetch")
-        if isinstance(checksum, str):
-            checksum = resolve_checksum(checksum, urls[0], self)
         remote = [u for u in urls if local_path(u) is None]
         if checksum.pinned and remote and (hit := self.lookup(checksum, remote)):
             log.info("using cached %s (%s)", hit, checksum)

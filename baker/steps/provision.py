@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from baker.errors import BakerError
+from baker.httpserver import GUEST_HOST_IP
 from baker.state import BuildState
 from baker.units import parse_duration
 
@@ -15,9 +16,11 @@ GUEST_VERDICT_SECONDS = 5.0
 
 class Provision:
     def __init__(self, index: int, provisioner) -> None:
+        from baker.provision.base import summary
+
         self.index = index
         self.p = provisioner
-        label = getattr(provisioner, "name", None) or _describe(provisioner)
+        label = provisioner.name or summary(provisioner, first_line=True)
         self.name = f"provision[{index}] {provisioner.type}" + (f" ({label})" if label else "")
 
     def run(self, s: BuildState) -> None:
@@ -28,7 +31,7 @@ class Provision:
         ctx = ProvisionContext(
             comm=s.comm, log=s.log, template_dir=s.template.path.parent, work_dir=s.work_dir,
             build_env={"BAKER_BUILD_NAME": s.template.name,
-                       **({"BAKER_HTTP_ADDR": f"10.0.2.2:{s.http.port}"} if s.http else {})},
+                       **({"BAKER_HTTP_ADDR": f"{GUEST_HOST_IP}:{s.http.port}"} if s.http else {})},
             reconnect_timeout=parse_duration(s.template.communicator.ssh_timeout), cancel=s.cancel,
         )
         try:
@@ -63,17 +66,3 @@ def _guest_verdict(s: BuildState, *, wait: bool) -> str | None:
     while (why := machine.alive()) is None and time.monotonic() < deadline:
         time.sleep(0.25)
     return why
-
-
-def _describe(p) -> str:
-    if getattr(p, "script", None):
-        return str(p.script)
-    if getattr(p, "scripts", None):
-        return ", ".join(str(x) for x in p.scripts)
-    if getattr(p, "source", None) or getattr(p, "destination", None):
-        return f"{p.source or 'content'} -> {p.destination}"
-    inline = getattr(p, "inline", None)
-    if inline:
-        first = inline[0]
-        return first if len(first) <= 40 else first[:37] + "..."
-    return ""
