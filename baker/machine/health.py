@@ -195,7 +195,8 @@ class HealthMonitor:
         if name in ("RESUME", "POWERDOWN", "NIC_RX_FILTER_CHANGED", "RTC_CHANGE"):
             return
         text = describe_event(event)
-        log.info("QEMU event: %s", text)
+        expected = name in ("SHUTDOWN", "STOP") and self._expected_exit
+        (log.debug if expected else log.info)("QEMU event: %s", text)
         if name == "BLOCK_IO_ERROR":
             self._last_io_error = text
         elif name == "GUEST_PANICKED":
