@@ -29,7 +29,8 @@ LOOKALIKE = ROOT / "tests" / "bin" / "qemu-broken-kvm"
 ARMED = "armed-2-marker"  # printed by the guest as armed-$((1+1))-marker, so no log of the command matches
 
 
-def tpl(tmp: Path, base: Path, *, provisioners: str, machine: str = "", exports: str = "[{type: qcow2}]") -> Path:
+def tpl(tmp: Path, base: Path, *, provisioners: str, machine: str = "",
+        exports: str = "[{type: qcow2}]") -> Path:
     return write_template(tmp / "t.yaml", f"""name: {NAME}
 source:
   cloud_image: {{url: '{base}', checksum: none}}
