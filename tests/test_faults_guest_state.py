@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from baker.machine.accel import choose_accelerator, recorded_kvm_problem
+from baker.machine.accel import choose_accelerator, forget_kvm_results, recorded_kvm_problem
 from tests.conftest import ROOT
 from tests.faults import assert_nothing_left, build, start_build, write_template
 
@@ -86,7 +86,7 @@ def test_a_guest_that_stops_mid_provisioner_is_named(tmp_path: Path, base_image:
     assert words in run.failure["message"]
     assert failed_after_armed(run) < limit  # not the provisioner's 20 min
     if words == "panicked":
-        assert "sysrq" in json.dumps(run.failure["tails"]).lower()
+        assert "Kernel panic - not syncing: sysrq triggered crash" in run.failure["message"]
         assert Path(run.failure["logs"], "failure-screen.png").exists()
     assert_nothing_left(run, NAME)
 
@@ -155,6 +155,7 @@ def _fallback_seconds(run) -> float:
 
 
 def test_auto_falls_back_to_tcg_when_kvm_stops_the_guest_and_remembers(tmp_path: Path, base_image: Path):
+    forget_kvm_results()
     t = tpl(tmp_path, base_image, provisioners="  - {type: shell, inline: ['echo built-under-fallback']}",
             machine=f", qemu_binary: '{LOOKALIKE}'", exports="[{type: qcow2}]")
     body = t.read_text().replace("accelerator: tcg", "accelerator: auto")
@@ -175,6 +176,7 @@ def test_auto_falls_back_to_tcg_when_kvm_stops_the_guest_and_remembers(tmp_path:
 
 
 def test_kvm_requested_fails_fast_with_the_reason(tmp_path: Path, base_image: Path):
+    forget_kvm_results()  # judge this boot, not what an earlier test recorded for this "host"
     t = tpl(tmp_path, base_image, provisioners="  - {type: shell, inline: ['true']}",
             machine=f", qemu_binary: '{LOOKALIKE}'")
     t.write_text(t.read_text().replace("accelerator: tcg", "accelerator: kvm"))
@@ -189,6 +191,7 @@ def test_kvm_requested_fails_fast_with_the_reason(tmp_path: Path, base_image: Pa
 
 def test_silent_kvm_falls_back_within_seconds(tmp_path: Path, base_image: Path):
     """The other failure mode: nothing ever reaches the serial console. Stopped once TCG took over."""
+    forget_kvm_results()
     t = tpl(tmp_path, base_image, provisioners="  - {type: shell, inline: ['true']}",
             machine=f", qemu_binary: '{LOOKALIKE}'")
     t.write_text(t.read_text().replace("accelerator: tcg", "accelerator: auto"))

@@ -165,3 +165,21 @@ def test_the_lookalike_passes_the_kvm_probe_as_broken_hosts_do(monkeypatch):
     if not os.path.exists("/dev/kvm"):
         pytest.skip("the probe needs /dev/kvm to exist before it runs QEMU")
     assert probe_kvm(str(LOOKALIKE)) is None
+
+
+@needs_qemu
+def test_a_work_dir_longer_than_a_socket_path_still_works(tmp_path: Path):
+    """TMPDIR may be deep (CI runners, pytest): QMP sockets must not depend on sun_path's 107 bytes."""
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    assert len(str(deep / "qmp-events.sock")) > 108
+    m = Machine(MachineSpec(name="deep", work_dir=deep, memory_mb=128, cpus=1))
+    m.start()
+    try:
+        assert m.qmp("query-status")["status"] == "running"
+        time.sleep(1.2)
+        assert m.health is not None and m.alive() is None
+        m.qmp("stop")
+        time.sleep(1.5)
+        assert "paused" in (m.alive() or "")  # the health monitor's own connection works too
+    finally:
+        m.stop()

@@ -7,11 +7,13 @@ even when baker is SIGKILLed.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -106,8 +108,10 @@ def build_argv(spec: MachineSpec) -> list[str]:
         "-smp", str(spec.cpus),
         "-nodefaults", "-no-user-config", "-display", "none", "-vga", "std",
         "-S",
-        "-qmp", f"unix:{spec.qmp_socket},server=on,wait=off",
-        "-qmp", f"unix:{spec.events_socket},server=on,wait=off",
+        # relative to the work dir (QEMU runs there): a socket path is limited to 107 bytes, a
+        # TMPDIR is not
+        "-qmp", f"unix:{spec.qmp_socket.name},server=on,wait=off",
+        "-qmp", f"unix:{spec.events_socket.name},server=on,wait=off",
         "-chardev", f"file,id=serial0,path={spec.serial_log}",
         "-serial", "chardev:serial0",
         "-device", "virtio-rng-pci",
@@ -211,6 +215,7 @@ class Machine:
         stderr = open(self.spec.stderr_log, "wb")  # noqa: SIM115 - handed to the child
         try:
             self.proc = spawn(self.argv, stdout=stderr, stderr=stderr, preexec_fn=_set_pdeathsig,
+                              cwd=self.spec.work_dir,
                               hint="install qemu-system-x86 (apt-get install qemu-system-x86)")
         finally:
             stderr.close()
@@ -224,7 +229,7 @@ class Machine:
         self.qmp("cont")
 
     def _connect_events(self) -> QEMUMonitorProtocol:
-        mon = QEMUMonitorProtocol(str(self.spec.events_socket))
+        mon = QEMUMonitorProtocol(_unix_socket(self.spec.events_socket))
         mon.connect()
         return mon
 
@@ -234,17 +239,17 @@ class Machine:
             if (why := self.alive()) is not None:
                 raise BakerError(f"QEMU failed to start: {why}")
             if self.spec.qmp_socket.exists():
-                mon = QEMUMonitorProtocol(str(self.spec.qmp_socket))
+                mon = None
                 try:
+                    mon = QEMUMonitorProtocol(_unix_socket(self.spec.qmp_socket))
                     mon.connect()
                     self._qmp = mon
                     return
                 except Exception as e:  # retried until the deadline
                     last = e
-                    try:
-                        mon.close()
-                    except Exception:
-                        pass
+                    if mon is not None:
+                        with contextlib.suppress(Exception):
+                            mon.close()
             else:
                 last = None
             if time.monotonic() > deadline:
@@ -285,7 +290,13 @@ class Machine:
 
     def gone(self) -> Gone | None:
         """Why the guest stopped while QEMU still runs (internal-error, panic, io-error, ...), or None."""
-        return self.health.check_now() if self.health is not None else None
+        g = self.health.check_now() if self.health is not None else None
+        if g is not None and g.state == "guest-panicked" and "Kernel panic" not in g.reason:
+            panic = [line for line in _tail(self.spec.serial_log, 400).splitlines() if "Kernel panic" in line]
+            if panic:  # the kernel's own words sit above the stack dump the serial tail shows
+                words = panic[-1].split("] ", 1)[-1].strip()
+                g = Gone(f"{g.reason}: {words}", g.state, g.hint, g.kvm_failure)
+        return g
 
     def qmp(self, command: str, **args: Any) -> Any:
         """Run a QMP command; a QEMU that went away mid-command becomes a BakerError saying why."""
@@ -369,6 +380,20 @@ class Machine:
 
     def firmware_tail(self, lines: int = 10) -> str:
         return _tail(self.spec.firmware_log, lines)
+
+
+def _unix_socket(path: Path) -> socket.socket:
+    """A connected socket to `path`, however long its directory's name (sun_path holds 107 bytes)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dir_fd = os.open(path.parent, os.O_PATH | os.O_CLOEXEC)
+    try:
+        sock.connect(f"/proc/self/fd/{dir_fd}/{path.name}")
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.close(dir_fd)
+    return sock
 
 
 def _tail(path: Path, lines: int) -> str:
