@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from export_fixtures import all_exports, context, master, scratch, sh, vm_spec
 
 from baker.errors import BakerError
 from baker.export import EXPORTERS, ExportError, run_exports
 from baker.export.osmap import os_ids
 from baker.fsutil import file_digest
+from tests.helpers.exports import all_exports, context, master, scratch, sh, vm_spec
 
 ALL_TYPES = {"qcow2", "raw", "gce", "vmdk", "ova", "ovf", "vhd", "vhdx", "vagrant", "libvirt"}
 
