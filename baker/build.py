@@ -14,6 +14,7 @@ from pathlib import Path
 
 from baker.errors import BakerError, Interrupted, StepError
 from baker.fsutil import remove
+from baker.machine import registry
 from baker.output import Failure, Reporter, setup_logging, teardown_logging
 from baker.paths import cache_root
 from baker.pipeline import Pipeline, StepTiming
@@ -51,8 +52,10 @@ def run_build(
         m = state.machine
         if m is not None:
             out["serial console (last lines)"] = m.serial_tail(25)
-            if m.alive() is None:
+            if m.proc is not None and m.proc.poll() is None:  # a panicked or paused guest's screen too
                 m.screendump(log_dir / "failure-screen.png")
+            if not m.serial_tail(1) and (fw := m.firmware_tail(8)):
+                out["firmware log (last lines)"] = fw
             err = m.stderr_tail(5)
             if err:
                 out["qemu stderr"] = err
@@ -75,7 +78,7 @@ def run_build(
             time.sleep(0.5)
 
     pipeline = Pipeline(steps, on_event=reporter.event, tails=tails,
-                        hold=hold if options.on_error == "abort" else None)
+                        hold=hold if options.on_error == "abort" else None, on_force_exit=registry.kill_all)
     # the manifest's step timings are the pipeline's own record, not a second copy
     state = BuildState(template=t, options=options, cancel=cancel, log=log, log_file=log_file,
                        timings=pipeline.result.timings)

@@ -27,6 +27,7 @@ class BuildOptions:
     on_error: str = "cleanup"  # "cleanup" | "abort"
     keep_workdir: bool = False
     export_jobs: int = 2
+    accelerator: str | None = None  # --accel: overrides machine.accelerator (BAKER_ACCEL overrides both)
 
 
 @dataclass

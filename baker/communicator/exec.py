@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 import paramiko
 
 from baker.communicator.connection import SSHConnection
-from baker.communicator.errors import CommandTimeout, SSHDisconnected, SSHError, describe_error
+from baker.communicator.errors import CommandTimeout, GuestGone, SSHDisconnected, SSHError, describe_error
 from baker.secrets import MASKER
 
 LineCallback = Callable[[str], None]
@@ -129,6 +129,12 @@ class SSHCommands(SSHConnection):
                     last_seen = now
                 if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
+                if self._alive is not None and (why := self._alive()) is not None:
+                    # a paused, panicked or dead guest never finishes the command: stop waiting now
+                    with contextlib.suppress(Exception):
+                        chan.close()
+                    raise GuestGone(f"the VM stopped while a command was running: {why}",
+                                    hint="see the serial console tail for why it stopped")
                 if deadline is not None and now >= deadline:
                     self._kill(chan, pgid[0] if pgid else None)
                     raise CommandTimeout(f"command timed out after {timeout:g}s",
