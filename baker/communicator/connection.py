@@ -19,15 +19,8 @@ from typing import Self
 
 import paramiko
 
-from baker.communicator.errors import (
-    GuestGone,
-    HostKeyMismatch,
-    SSHAuthFailed,
-    SSHDisconnected,
-    SSHError,
-    SSHTimeout,
-    describe_error,
-)
+from baker.communicator import errors as ssh_errors
+from baker.communicator.errors import describe_error
 from baker.keys import fingerprint_blob, parse_public_line
 from baker.secrets import MASKER
 
@@ -71,7 +64,7 @@ class SSHConnection:
             try:
                 self._expected = parse_public_line(host_public)
             except ValueError as e:
-                raise SSHError(f"the pinned host key is not valid: {e}") from e
+                raise ssh_errors.SSHError(f"the pinned host key is not valid: {e}") from e
         if password:
             MASKER.add(password)
         self._wait_timeout = 600.0
@@ -96,14 +89,14 @@ class SSHConnection:
             self._check_alive(alive)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise SSHTimeout(
+                raise ssh_errors.SSHTimeout(
                     f"no SSH session on {self.host}:{self.port} as {self.username} within {timeout:.0f}s "
                     f"({attempt} attempts); last error: {last_error}", last_error,
                     hint="raise communicator.ssh_timeout, or look at the serial console log / screenshot")
             attempt += 1
             try:
                 self._connect(min(remaining, 15.0))
-            except HostKeyMismatch as e:
+            except ssh_errors.HostKeyMismatch as e:
                 mismatches += 1
                 last_error = str(e)
                 if mismatches >= 3:
@@ -116,7 +109,7 @@ class SSHConnection:
                 log_fn = self.log.warning if auth_failures == 1 else self.log.debug
                 log_fn("%s (%d of %d allowed)", last_error, auth_failures, handshake_attempts)
                 if auth_failures >= handshake_attempts:
-                    raise SSHAuthFailed(
+                    raise ssh_errors.SSHAuthFailed(
                         f"sshd on {self.host}:{self.port} refused {self.username} {auth_failures} times",
                         hint="check communicator.ssh_username and the key/password; with cloud-init, "
                              "check that the image runs cloud-init with the NoCloud seed") from e
@@ -143,8 +136,8 @@ class SSHConnection:
             return
         reason = alive()
         if reason:
-            raise GuestGone(f"the VM stopped while waiting for SSH: {reason}",
-                            hint="see the serial console log for why it stopped")
+            raise ssh_errors.GuestGone(f"the VM stopped while waiting for SSH: {reason}",
+                                       hint="see the serial console log for why it stopped")
 
     def _sleep(self, seconds: float, alive: Alive | None) -> None:
         end = time.monotonic() + seconds
@@ -159,7 +152,8 @@ class SSHConnection:
             try:
                 self._pkey = paramiko.PKey.from_path(self.key_path)
             except (OSError, paramiko.SSHException, ValueError) as e:
-                raise SSHError(f"cannot load SSH private key {self.key_path}: {describe_error(e)}") from e
+                raise ssh_errors.SSHError(
+                    f"cannot load SSH private key {self.key_path}: {describe_error(e)}") from e
         return self._pkey
 
     def _connect(self, per_attempt: float) -> None:
@@ -198,14 +192,15 @@ class SSHConnection:
             return
         want_blob = self._expected[1]
         if key.asbytes() != want_blob:
-            raise HostKeyMismatch(fingerprint_blob(want_blob), fingerprint_blob(key.asbytes()),
-                                  key.get_name())
+            raise ssh_errors.HostKeyMismatch(fingerprint_blob(want_blob), fingerprint_blob(key.asbytes()),
+                                             key.get_name())
 
     def _require(self) -> paramiko.Transport:
         t = self._transport
         if t is None or not t.is_active():
-            raise SSHDisconnected("not connected to the guest over SSH",
-                                  hint="the connection dropped earlier; the guest may have rebooted")
+            raise ssh_errors.SSHDisconnected(
+                "not connected to the guest over SSH",
+                hint="the connection dropped earlier; the guest may have rebooted")
         return t
 
     @property

@@ -163,19 +163,16 @@ class SSHCommands(SSHConnection):
 
     @staticmethod
     def _drain(chan: paramiko.Channel, out: _Lines, err: _Lines) -> bool:
+        """Feed whatever stdout and stderr hold right now to their line splitters; True if any."""
         got = False
-        while chan.recv_ready():
-            data = chan.recv(32768)
-            if not data:
-                break
-            out.feed(data)
-            got = True
-        while chan.recv_stderr_ready():
-            data = chan.recv_stderr(32768)
-            if not data:
-                break
-            err.feed(data)
-            got = True
+        for ready, recv, lines in ((chan.recv_ready, chan.recv, out),
+                                   (chan.recv_stderr_ready, chan.recv_stderr, err)):
+            while ready():
+                data = recv(32768)
+                if not data:
+                    break
+                lines.feed(data)
+                got = True
         return got
 
     def _still_alive(self, t: paramiko.Transport) -> bool:
