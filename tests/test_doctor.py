@@ -12,7 +12,7 @@ import pytest
 
 from baker.errors import BakerError
 from baker.machine.accel import cache_file, choose_accelerator, mark_kvm_broken
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 
 def baker(*args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from baker.machine.accel import choose_accelerator, forget_kvm_results, recorded_kvm_problem
-from tests.conftest import ROOT
-from tests.faults import assert_nothing_left, build, start_build, write_template
+from tests.helpers.faults import assert_nothing_left, build, start_build, write_template
+from tests.helpers.paths import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -134,7 +134,7 @@ def test_a_guest_paused_from_outside_is_noticed(tmp_path: Path, base_image: Path
     rest, stderr = proc.communicate(timeout=300)
     noticed = time.monotonic() - paused_at
     s.close()
-    from tests.faults import _result
+    from tests.helpers.faults import _result
 
     run = _result(proc, "".join(lines) + rest, stderr, tmp_path / "out", started)
     assert run.rc == 1

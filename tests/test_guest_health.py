@@ -12,7 +12,7 @@ import pytest
 from baker.machine.health import GONE_STATES, classify_status, describe_event, kvm_failure_in
 from baker.machine.qemu import Drive, Machine, MachineSpec
 from baker.steps.machine import judge_kvm_boot
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 LOOKALIKE = ROOT / "tests" / "bin" / "qemu-broken-kvm"
 KVM_DUMP = """KVM internal error. Suberror: 1

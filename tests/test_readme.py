@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from baker.cli import parser
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 README = ROOT / "README.md"
 WITH_VALUE = {"--accel", "--on-error", "-on-error", "--timeout", "--export-jobs", "--output-dir", "-o"}

@@ -11,7 +11,8 @@ from baker.checksum import ALGOS, Checksum, parse_checksum
 from baker.errors import TemplateError, TemplateErrors
 from baker.template import load_template
 from baker.template.checks import checksum_problem
-from tests.template_fixtures import fake_exporters  # noqa: F401 - autouse fixture
+
+pytestmark = pytest.mark.usefixtures("fake_exporters")  # a stand-in qcow2-only registry
 
 BASE = "name: t\nsource:\n  cloud_image:\n    url: https://example.org/base.qcow2\n"
 

@@ -286,10 +286,14 @@ class BaseExporter:
 
     type_name: ClassVar[str]
     Options: ClassVar[type]
+    #: a single-file export only sets this: it writes options.filename, or `<vm name><suffix>`
+    suffix: ClassVar[str | None] = None
 
     def outputs(self, vm: VMSpec, options: Any) -> list[str]:
         """File names this export will write into output_dir (checked for collisions up front)."""
-        raise NotImplementedError
+        if self.suffix is None:
+            raise NotImplementedError
+        return [options.filename or f"{vm.name}{self.suffix}"]
 
     def shared_outputs(self, vm: VMSpec, options: Any) -> list[str]:
         """Outputs that other exports of the same type may update too (under a lock), e.g. a catalog."""
