@@ -1,7 +1,7 @@
 """The `baker` command: subcommands, flags and exit codes; the work happens elsewhere.
 
-Exit codes: 0 success · 1 build failed · 2 invalid template or usage · 128+N stopped by signal N
-(130 Ctrl-C, 143 SIGTERM).
+Exit codes (baker.errors.EXIT_*): 0 success · 1 build failed · 2 invalid template or usage ·
+124 --timeout ran out · 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
 """
 
 from __future__ import annotations
@@ -9,33 +9,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
 import baker
+from baker import cliargs
 from baker.errors import BakerError, TemplateError, TemplateErrors
-from baker.units import parse_duration
-
-
-def _var(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got '{text}'")
-    k, v = text.split("=", 1)
-    return k.strip(), v
 
 
 def _add_template_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("template", type=Path, help="path to the YAML template")
-    p.add_argument("-var", "--var", dest="vars", action="append", type=_var, default=[], metavar="NAME=VALUE",
+    p.add_argument("-var", "--var", dest="vars", action="append", type=cliargs.assignment, default=[],
+                   metavar="NAME=VALUE",
                    help="set a variable (highest precedence); repeatable")
     p.add_argument("-var-file", "--var-file", dest="var_files", action="append", type=Path, default=[],
                    metavar="FILE", help="YAML file of variable values; repeatable, later files win")
+    p.add_argument("--strict", action="store_true",
+                   help="treat warnings (e.g. a source without a checksum) as errors")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="baker", description="Bake golden VM images with QEMU.")
+    p = cliargs.Parser(prog="baker", description="Bake golden VM images with QEMU.")
     p.add_argument("--version", action="version", version=f"baker {baker.__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -49,12 +43,15 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--plain", action="store_true", help="timestamped lines even on a terminal")
     b.add_argument("--verbose", "-v", action="store_true", help="show debug output")
     b.add_argument("--keep-workdir", action="store_true", help="keep the private work dir after the build")
-    b.add_argument("--export-jobs", type=int, default=2, help="exports run in parallel (default 2)")
-    b.add_argument("--timeout", help="give up after this long, e.g. 2h (exit code 143)")
+    b.add_argument("--export-jobs", type=cliargs.count(1), default=2,
+                   help="exports run in parallel (default 2)")
+    b.add_argument("--timeout", type=cliargs.duration, metavar="DURATION",
+                   help="stop and clean up after this long, e.g. 2h (exit code 124)")
 
     v = sub.add_parser("validate", help="check a template without building",
                        description="Load, render and validate a template; errors name file:line:col.")
     _add_template_args(v)
+    v.add_argument("--json", action="store_true", help="the result (errors, warnings) as one JSON object")
 
     i = sub.add_parser("inspect", help="show the resolved template and the steps a build runs")
     _add_template_args(i)
@@ -65,23 +62,41 @@ def parser() -> argparse.ArgumentParser:
     cl = csub.add_parser("list", help="cached files, most recently used first")
     cl.add_argument("--json", action="store_true")
     cp = csub.add_parser("prune", help="delete cached files (partial downloads are always removed)")
-    cp.add_argument("--older-than", metavar="DURATION", help="not used for this long, e.g. 30d or 720h")
-    cp.add_argument("--keep", type=int, metavar="N", help="keep the N most recently used files")
-    cp.add_argument("--max-size", metavar="SIZE", help="remove least recently used until within SIZE")
+    cp.add_argument("--older-than", type=cliargs.age, metavar="DURATION",
+                    help="not used for this long, e.g. 30d or 720h")
+    cp.add_argument("--keep", type=cliargs.count(0), metavar="N", help="keep the N most recently used files")
+    cp.add_argument("--max-size", type=cliargs.size, metavar="SIZE",
+                    help="remove least recently used until within SIZE")
     return p
 
 
 def _load(args: argparse.Namespace):
     from baker.template import load_template
 
-    return load_template(args.template, cli_vars=dict(args.vars), var_files=list(args.var_files),
-                         environ=os.environ)
+    t = load_template(args.template, cli_vars=dict(args.vars), var_files=list(args.var_files),
+                      environ=os.environ)
+    if getattr(args, "strict", False) and t.warnings:
+        raise TemplateErrors(list(t.warnings))
+    return t
+
+
+def _warn(t) -> None:
+    for w in t.warnings:
+        print(f"WARNING: {w}", file=sys.stderr)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    if args.json:
+        from baker.template.report import validation_report
+
+        report, code = validation_report(lambda: _load(args), args.template)
+        print(json.dumps(report, indent=2))
+        return code
     t = _load(args)
+    _warn(t)
     exports = ", ".join(e.type for e in t.exports) or "none"
-    print(f"{args.template}: OK ({t.name}: {len(t.provisioners)} provisioners; exports: {exports})")
+    warned = f"; {len(t.warnings)} warning{'s' if len(t.warnings) > 1 else ''}" if t.warnings else ""
+    print(f"{args.template}: OK ({t.name}: {len(t.provisioners)} provisioners; exports: {exports}{warned})")
     return 0
 
 
@@ -90,6 +105,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from baker.template import template_to_dict
 
     t = _load(args)
+    _warn(t)
     data = template_to_dict(t)
     steps = [s.name for s in plan_steps(t)]
     if args.json:
@@ -109,7 +125,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from baker.sources.cache import DownloadCache
-    from baker.units import human_size, parse_size
+    from baker.units import human_size
 
     cache = DownloadCache()
     if args.cache_command == "list":
@@ -123,12 +139,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
             print(f"{e.sha256[:16]}  {human_size(e.size):>10}  {used}  {', '.join(e.urls) or '-'}")
         print(f"{len(entries)} files, {human_size(sum(e.size for e in entries))} in {cache.root}")
         return 0
-    older = None
-    if args.older_than:
-        text = args.older_than.strip()
-        older = float(text[:-1]) * 86400 if text.endswith("d") else parse_duration(text)
-    removed = cache.prune(older_than=older, keep=args.keep,
-                          max_bytes=parse_size(args.max_size) if args.max_size else None)
+    removed = cache.prune(older_than=args.older_than, keep=args.keep, max_bytes=args.max_size)
     for p in removed:
         print(f"removed {p}")
     print(f"{len(removed)} files removed")
@@ -143,14 +154,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     mode = "json" if args.json else ("plain" if args.plain else None)
     reporter = Reporter(mode)
     t = _load(args)
+    for w in t.warnings:
+        reporter.event("warning", message=str(w))
     out = args.output_dir or Path("images") / t.name
     options = BuildOptions(output_dir=out.resolve(), on_error=args.on_error, keep_workdir=args.keep_workdir,
-                           export_jobs=args.export_jobs)
-    if args.timeout:
-        seconds = parse_duration(args.timeout)
-        timer = threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGTERM))
-        timer.daemon = True
-        timer.start()
+                           export_jobs=args.export_jobs, timeout=args.timeout)
     try:
         outcome = run_build(t, options, reporter, verbose=args.verbose)
     finally:

@@ -24,7 +24,9 @@ def test_version_and_help():
 
 
 def test_validate_ok_and_inspect_lists_steps(tmp_path: Path):
-    env = {"BAKER_BASE_IMAGE": "/nonexistent/base.qcow2"}
+    base = tmp_path / "base.qcow2"
+    base.write_bytes(b"")
+    env = {"BAKER_BASE_IMAGE": str(base)}
     r = baker("validate", "templates/debian-12-nginx.yaml", env=env)
     assert r.returncode == 0, r.stderr
     r = baker("inspect", "templates/debian-12-nginx.yaml", "--json", "-var", "nginx_port=81", env=env)

@@ -15,6 +15,7 @@ from typing import Any
 
 from baker.errors import Mark
 from baker.template.model import (
+    CommunicatorConfig,
     FileProvisioner,
     ShellLocalProvisioner,
     ShellProvisioner,
@@ -35,6 +36,7 @@ _MUST_EXIST = {
     (ShellProvisioner, "script"), (ShellProvisioner, "scripts"),
     (ShellLocalProvisioner, "script"), (ShellLocalProvisioner, "scripts"),
     (FileProvisioner, "source"), (Source, "http_directory"), (Source, "cd_files"),
+    (Source, "kernel"), (Source, "initrd"), (CommunicatorConfig, "ssh_private_key_file"),
 }
 
 

@@ -21,7 +21,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from baker.errors import Mark, TemplateError
 from baker.secrets import MASK, MASKER
-from baker.template import checks, variables
+from baker.template import checks, sources_check, variables
 from baker.template.convert import BAD, NULL, Converter
 from baker.template.model import ExportSpec, Template
 from baker.template.render import Renderer, RenderError, packer_compat
@@ -101,6 +101,7 @@ def _load(path: str | Path, cli_vars: dict[str, str], var_files: list[str | Path
     where = checks._Where(marks, problems, Mark(display, 1, 1))
     checks.resolve_paths(t, "", template_dir, where)
     checks.check(t, where)
+    t.warnings = sources_check.check_sources(t, where, problems)
     problems.check()
     vars(t)["_render_state"] = _RenderState(environ, now)
     return t
@@ -203,7 +204,8 @@ def template_to_dict(t: Template) -> dict[str, Any]:
         if isinstance(obj, ExportSpec):
             return {"type": obj.type, "options": plain(obj.options)}
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != "marks"}
+            return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                    if f.name not in ("marks", "warnings")}
         if isinstance(obj, str):
             return text(obj)
         if isinstance(obj, Path):

@@ -222,3 +222,6 @@ class Template:
     sha256: str = ""
     # where each key path came from, for errors raised later (e.g. "provisioners[2].script")
     marks: dict[str, Mark] = field(default_factory=dict)
+    # problems that do not stop a build (TemplateError objects, e.g. a source without a checksum);
+    # `--strict` makes them errors
+    warnings: list[Any] = field(default_factory=list)
