@@ -57,6 +57,14 @@ def parser() -> argparse.ArgumentParser:
     _add_template_args(i)
     i.add_argument("--json", action="store_true", help="machine-readable output")
 
+    im = sub.add_parser("import", help="convert a Packer QEMU template (JSON or HCL2) to a baker template",
+                        description="Convert a Packer QEMU template; what cannot be converted is listed "
+                                    "with its line (on stderr and as comments in the output).")
+    im.add_argument("packer_template", type=Path, help="a Packer template: *.json or *.pkr.hcl")
+    im.add_argument("-o", "--output", type=Path, metavar="FILE",
+                    help="write the baker template here (default: stdout); relative paths follow it")
+    im.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+
     c = sub.add_parser("cache", help="list or prune the verified download cache")
     csub = c.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
     cl = csub.add_parser("list", help="cached files, most recently used first")
@@ -146,6 +154,28 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from baker.fsutil import atomic_write
+    from baker.packer_import import import_packer, report
+
+    out = args.output
+    if out is not None and (out.is_dir() or (out.exists() and not args.overwrite)):
+        what = "is a directory" if out.is_dir() else "exists (add --overwrite to replace it)"
+        print(f"error: {out} {what}", file=sys.stderr)
+        return 2
+    imported = import_packer(args.packer_template, out.parent if out is not None else None)
+    if out is None:
+        sys.stdout.write(imported.yaml_text)
+    else:
+        try:
+            atomic_write(out, imported.yaml_text)
+        except OSError as e:
+            print(f"error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+            return 1
+    print(report(imported), file=sys.stderr)
+    return 0
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from baker.build import run_build
     from baker.output import Reporter
@@ -169,7 +199,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     handler = {"build": cmd_build, "validate": cmd_validate, "inspect": cmd_inspect,
-               "cache": cmd_cache}[args.command]
+               "cache": cmd_cache, "import": cmd_import}[args.command]
     try:
         return handler(args)
     except (TemplateError, TemplateErrors) as e:

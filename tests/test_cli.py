@@ -19,7 +19,7 @@ def baker(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.C
 
 def test_version_and_help():
     assert baker("--version").stdout.startswith("baker ")
-    for cmd in ("build", "validate", "inspect", "cache"):
+    for cmd in ("build", "validate", "inspect", "cache", "import"):
         assert baker(cmd, "--help").returncode == 0
 
 
