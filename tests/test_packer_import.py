@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from baker.packer_import import ImportFailed, import_packer
 from baker.packer_import.expressions import convert_text
-from baker.packer_import.read_json import JSONSyntaxError, parse
+from baker.packer_import.nodes import UnreadableTemplate
+from baker.packer_import.read_json import parse
 from baker.template import load_template
 from tests.conftest import ROOT
 from tests.test_cli_edges import run
@@ -208,7 +209,7 @@ def test_json_reader_keeps_lines_and_values():
     doc = parse('{\n "a": [1, 2.5, -3e2, true, null],\n "b": {"c": "\\u00e9\\n"}\n}')
     assert doc == {"a": [1, 2.5, -300.0, True, None], "b": {"c": "é\n"}}
     assert doc.lines == {"a": 2, "b": 3} and doc["b"].line == 3
-    with pytest.raises(JSONSyntaxError):
+    with pytest.raises(UnreadableTemplate):
         parse('{"a": 1} x')
 
 

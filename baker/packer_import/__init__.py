@@ -14,8 +14,9 @@ import yaml
 
 from baker.errors import BakerError
 from baker.packer_import.mapping import Conversion, Finding, Mapper
-from baker.packer_import.read_hcl import HCLSyntaxError, read_hcl
-from baker.packer_import.read_json import JSONSyntaxError, read_json
+from baker.packer_import.nodes import UnreadableTemplate
+from baker.packer_import.read_hcl import read_hcl
+from baker.packer_import.read_json import read_json
 
 __all__ = ["Conversion", "Finding", "ImportFailed", "Imported", "import_packer"]
 
@@ -42,7 +43,7 @@ def import_packer(path: Path, out_dir: Path | None = None) -> Imported:
     is_json = path.suffix == ".json" or text.lstrip().startswith("{")
     try:
         doc = read_json(text, path.name) if is_json else read_hcl(text, path.name)
-    except (JSONSyntaxError, HCLSyntaxError) as e:
+    except UnreadableTemplate as e:
         raise ImportFailed(f"{path}:{e.line}: {e}") from None
     src_dir = path.resolve().parent
     conversion = Mapper(doc, src_dir, (out_dir or src_dir).resolve()).run()

@@ -6,6 +6,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+class UnreadableTemplate(ValueError):
+    """The input is not valid JSON / HCL2; `line` is where the reader gave up."""
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.line = line
+
+
 class Obj(dict):
     """A JSON object / HCL block body; `line` is where it starts, `lines[key]` where a key is set."""
 

@@ -5,13 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from baker.packer_import.nodes import Obj, PackerDoc, PackerVar, Plugin
-
-
-class HCLSyntaxError(ValueError):
-    def __init__(self, message: str, line: int) -> None:
-        super().__init__(message)
-        self.line = line
+from baker.packer_import.nodes import Obj, PackerDoc, PackerVar, Plugin, UnreadableTemplate
 
 
 class _Lines:
@@ -72,14 +66,15 @@ def read_hcl(text: str, file: str) -> PackerDoc:
         import hcl2
         from hcl2.utils import SerializationOptions
     except ImportError as e:
-        raise HCLSyntaxError(f"cannot read HCL2: python-hcl2 >= 8.1 is not installed ({e})", 1) from None
+        raise UnreadableTemplate(f"cannot read HCL2: python-hcl2 >= 8.1 is not installed ({e})", 1) from None
 
     options = SerializationOptions(with_comments=False, explicit_blocks=False, strip_string_quotes=True,
                                    preserve_heredocs=False)
     try:
         data = hcl2.loads(text, serialization_options=options)
     except Exception as e:  # lark's errors carry a line; anything else is still a syntax problem
-        raise HCLSyntaxError(f"invalid HCL2: {str(e).splitlines()[0]}", getattr(e, "line", 1) or 1) from None
+        first = (str(e).strip() or type(e).__name__).splitlines()[0]
+        raise UnreadableTemplate(f"invalid HCL2: {first}", getattr(e, "line", 1) or 1) from None
     lines = _Lines(text)
     doc = PackerDoc(file=file, syntax="hcl2")
     for block in data.get("variable", []):

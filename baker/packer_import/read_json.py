@@ -6,16 +6,10 @@ import json
 import re
 from typing import Any
 
-from baker.packer_import.nodes import Obj, PackerDoc, PackerVar, Plugin
+from baker.packer_import.nodes import Obj, PackerDoc, PackerVar, Plugin, UnreadableTemplate
 
 _NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _WS = re.compile(r"[ \t\n\r]*")
-
-
-class JSONSyntaxError(ValueError):
-    def __init__(self, message: str, line: int) -> None:
-        super().__init__(message)
-        self.line = line
 
 
 class _Parser:
@@ -26,8 +20,8 @@ class _Parser:
     def line(self, i: int | None = None) -> int:
         return self.s.count("\n", 0, self.i if i is None else i) + 1
 
-    def fail(self, what: str) -> JSONSyntaxError:
-        return JSONSyntaxError(f"invalid JSON: {what}", self.line())
+    def fail(self, what: str) -> UnreadableTemplate:
+        return UnreadableTemplate(f"invalid JSON: {what}", self.line())
 
     def ws(self) -> None:
         self.i = _WS.match(self.s, self.i).end()  # type: ignore[union-attr]
@@ -58,15 +52,12 @@ class _Parser:
         try:
             text, self.i = json.decoder.scanstring(self.s, self.i + 1)
         except json.JSONDecodeError as e:
-            raise JSONSyntaxError(f"invalid JSON: {e.msg}", self.line(e.pos)) from None
+            raise UnreadableTemplate(f"invalid JSON: {e.msg}", self.line(e.pos)) from None
         return text
 
     def obj(self) -> Obj:
         out = Obj(self.line())
-        self.i += 1
-        self.ws()
-        if self.s.startswith("}", self.i):
-            self.i += 1
+        if self.opened("}"):
             return out
         while True:
             self.ws()
@@ -80,32 +71,37 @@ class _Parser:
             self.i += 1
             out[key] = self.value()
             out.lines[key] = line
-            self.ws()
-            if self.s.startswith(",", self.i):
-                self.i += 1
-            elif self.s.startswith("}", self.i):
-                self.i += 1
+            if self.closed("}"):
                 return out
-            else:
-                raise self.fail("expected ',' or '}'")
 
     def arr(self) -> list[Any]:
         out: list[Any] = []
-        self.i += 1
-        self.ws()
-        if self.s.startswith("]", self.i):
-            self.i += 1
+        if self.opened("]"):
             return out
         while True:
             out.append(self.value())
-            self.ws()
-            if self.s.startswith(",", self.i):
-                self.i += 1
-            elif self.s.startswith("]", self.i):
-                self.i += 1
+            if self.closed("]"):
                 return out
-            else:
-                raise self.fail("expected ',' or ']'")
+
+    def opened(self, closer: str) -> bool:
+        """Step over the opening bracket; True when the container is empty."""
+        self.i += 1
+        self.ws()
+        if self.s.startswith(closer, self.i):
+            self.i += 1
+            return True
+        return False
+
+    def closed(self, closer: str) -> bool:
+        """After an item: a comma (False, more follow) or the closing bracket (True)."""
+        self.ws()
+        if self.s.startswith(",", self.i):
+            self.i += 1
+            return False
+        if self.s.startswith(closer, self.i):
+            self.i += 1
+            return True
+        raise self.fail(f"expected ',' or '{closer}'")
 
 
 def parse(text: str) -> Any:
@@ -120,7 +116,7 @@ def parse(text: str) -> Any:
 def read_json(text: str, file: str) -> PackerDoc:
     root = parse(text)
     if not isinstance(root, Obj):
-        raise JSONSyntaxError("a Packer template is a JSON object", 1)
+        raise UnreadableTemplate("a Packer template is a JSON object", 1)
     doc = PackerDoc(file=file, syntax="json")
     for key in root:
         line = root.at(key)
