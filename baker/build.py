@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from baker.errors import BakerError, Interrupted, StepError
+from baker.errors import BakerError, Interrupted, StepError, TimedOut
 from baker.fsutil import remove
 from baker.machine import registry
 from baker.output import Failure, Reporter, setup_logging, teardown_logging
@@ -85,9 +86,13 @@ def run_build(
     reporter.event("build_start", name=t.name, template=str(t.path), steps=[s.name for s in steps],
                    output_dir=str(options.output_dir))
     started = time.monotonic()
+    timer = _Deadline(options.timeout)
     try:
-        pipeline.run(state, cancel)
+        with timer:
+            pipeline.run(state, cancel)
     except BaseException as e:  # every failure becomes a report and an exit code
+        if timer.fired and isinstance(e, Interrupted) and options.timeout:
+            e = TimedOut(options.timeout, e.step)
         logs = _keep_logs(state, log_dir)
         outcome = BuildOutcome(False, _exit_code(e), options.output_dir, e, logs, pipeline.result.timings)
         if reported:
@@ -103,6 +108,43 @@ def run_build(
     teardown_logging(handlers)
     remove(log_dir)
     return BuildOutcome(True, 0, options.output_dir, timings=pipeline.result.timings)
+
+
+class _Deadline:
+    """--timeout: SIGTERM to ourselves, so the build unwinds exactly as on an external SIGTERM.
+
+    `fired` tells the two apart afterwards; the lock makes sure no signal is sent once the pipeline
+    has returned (nothing would catch it then).
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.fired = False
+        self._lock = threading.Lock()
+        self._done = False
+        self._timer: threading.Timer | None = None
+
+    def __enter__(self) -> _Deadline:
+        if self.seconds:
+            self._timer = threading.Timer(self.seconds, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.fired = True
+            logging.getLogger("baker.build").warning("--timeout of %gs reached: stopping the build",
+                                                     self.seconds)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 def _exit_code(e: BaseException) -> int:

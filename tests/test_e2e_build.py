@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from baker.events import event_problems
 from tests.helpers.guest import BootedImage
 from tests.helpers.paths import ROOT
 
@@ -76,6 +77,7 @@ def test_manifest_describes_the_build(built: dict):
 
 
 def test_json_events_trace_every_step(built: dict):
+    assert [p for e in built["events"] for p in event_problems(e)] == []  # the schema in docs/events.md
     kinds = [e["event"] for e in built["events"]]
     assert kinds[0] == "build_start" and kinds[-1] == "build_done"
     started = [e["step"] for e in built["events"] if e["event"] == "step_start"]

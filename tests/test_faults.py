@@ -278,7 +278,8 @@ def test_corrupt_qcow2_is_refused_before_boot(tmp_path: Path, base_image: Path):
 def test_missing_base_image_file(tmp_path: Path):
     t = tpl(tmp_path, f"  cloud_image: {{url: '{tmp_path}/absent.qcow2', checksum: none}}")
     run = build(t, tmp_path / "out")
-    assert run.rc == 1 and "absent.qcow2" in run.failure["message"]
+    assert run.rc == 2 and "absent.qcow2" in run.stderr  # refused when the template loads
+    assert not run.events and not (tmp_path / "out").exists()
 
 
 def test_work_dirs_are_private(tmp_path: Path):

@@ -6,6 +6,7 @@ from baker.steps.connect import WaitForSSH
 from baker.steps.export import ExportImages
 from baker.steps.machine import StartMachine, TypeBootCommand
 from baker.steps.media import MakeCD, MakeSeed, ServeHTTP
+from baker.steps.post import PostStep
 from baker.steps.prepare import PrepareDirs
 from baker.steps.provision import Provision
 from baker.steps.record import Publish, RecordManifest
@@ -28,4 +29,5 @@ def plan_steps(t: Template) -> list:
         for i, p in enumerate(t.provisioners, 1):
             steps.append(Provision(i, p))
     steps += [ShutDown(), ExportImages(), RecordManifest(), Publish()]
+    steps += [PostStep(i, p) for i, p in enumerate(t.post, 1)]
     return steps

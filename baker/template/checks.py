@@ -16,6 +16,7 @@ from typing import Any
 from baker.checksum import ALGOS, ChecksumSpecError, parse_checksum
 from baker.errors import Mark
 from baker.template.model import (
+    CommunicatorConfig,
     FileProvisioner,
     ShellLocalProvisioner,
     ShellProvisioner,
@@ -33,6 +34,7 @@ _MUST_EXIST = {
     (ShellProvisioner, "script"), (ShellProvisioner, "scripts"),
     (ShellLocalProvisioner, "script"), (ShellLocalProvisioner, "scripts"),
     (FileProvisioner, "source"), (Source, "http_directory"), (Source, "cd_files"),
+    (Source, "kernel"), (Source, "initrd"), (CommunicatorConfig, "ssh_private_key_file"),
 }
 
 

@@ -20,14 +20,14 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from baker.errors import Mark, TemplateError
 from baker.secrets import MASK, MASKER
-from baker.template import checks, variables
+from baker.template import checks, post_checks, sources_check, variables
 from baker.template.convert import BAD, NULL, Converter
 from baker.template.model import ExportSpec, RenderState, Template
 from baker.template.render import Renderer, RenderError, packer_compat
 from baker.template.yamlnodes import NULL_TAG, Problems, did_you_mean, kind, read_document
 
 USER_KEYS = frozenset({"name", "description", "version", "variables", "source", "machine", "communicator",
-                       "provisioners", "shutdown", "generalize", "exports"})
+                       "provisioners", "shutdown", "generalize", "exports", "post"})
 EXTENSION_PREFIX = "x-"  # top-level keys that only hold YAML anchors, as in docker-compose
 
 
@@ -92,6 +92,8 @@ def _load(path: str | Path, cli_vars: dict[str, str], var_files: list[str | Path
     where = checks.Where(marks, problems, Mark(display, 1, 1))
     checks.resolve_paths(t, "", template_dir, where)
     checks.check(t, where)
+    post_checks.check_post(t, where)
+    t.warnings = sources_check.check_sources(t, where, problems)
     problems.check()
     t.render_state = RenderState(environ, now)
     return t
@@ -195,7 +197,7 @@ def template_to_dict(t: Template) -> dict[str, Any]:
             return {"type": obj.type, "options": plain(obj.options)}
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
             return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
-                    if f.name not in ("marks", "render_state")}
+                    if f.name not in ("marks", "render_state", "warnings")}
         if isinstance(obj, str):
             return text(obj)
         if isinstance(obj, Path):

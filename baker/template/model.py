@@ -171,6 +171,27 @@ class ShellLocalProvisioner:
 Provisioner = ShellProvisioner | FileProvisioner | ShellLocalProvisioner
 
 
+DIGESTS = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
+
+
+@dataclass
+class ChecksumPost:
+    """`post:` step writing extra digest files (SHA512SUMS, MD5SUMS, ...) beside the artifacts.
+
+    SHA256SUMS is always written by the export step; this adds the digests other tools want.
+    """
+
+    type: Literal["checksum"] = "checksum"
+    name: str | None = None
+    types: list[Literal["md5", "sha1", "sha224", "sha256", "sha384", "sha512"]] = field(
+        default_factory=lambda: ["sha512"], metadata={"aliases": ["checksum_types"]})
+
+
+# `post:` steps run after the artifacts are published; shell-local gets the artifact paths in its env
+PostStep = ShellLocalProvisioner | ChecksumPost
+POST_TYPES: dict[str, type] = {"shell-local": ShellLocalProvisioner, "checksum": ChecksumPost}
+
+
 @dataclass
 class ShutdownConfig:
     # empty: ACPI power-down over QMP. Either way baker waits for QEMU to exit, then kills it.
@@ -214,6 +235,7 @@ class Template:
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     generalize: GeneralizeConfig = field(default_factory=GeneralizeConfig)
     exports: list[ExportSpec] = field(default_factory=list)
+    post: list[PostStep] = field(default_factory=list, metadata={"tagged_by": "type"})
     # resolved variable values (after precedence and type coercion) and which ones are sensitive
     values: dict[str, Any] = field(default_factory=dict)
     sensitive_values: list[str] = field(default_factory=list)
@@ -221,6 +243,9 @@ class Template:
     sha256: str = ""
     # where each key path came from, for errors raised later (e.g. "provisioners[2].script")
     marks: dict[str, Mark] = field(default_factory=dict)
+    # problems that do not stop a build (TemplateError objects, e.g. a source without a checksum);
+    # `--strict` makes them errors
+    warnings: list[Any] = field(default_factory=list)
     # set by the loader; not a template key, not shown by `inspect`
     render_state: RenderState | None = field(default=None, init=False, repr=False, compare=False)
 
