@@ -97,7 +97,11 @@ class Pipeline:
         with signal_guard(cancel, self.on_force_exit) as signals, contextlib.ExitStack() as stack:
             try:
                 self._run_steps(state, cancel, stack)
-            except Interrupted:
+            except Interrupted as e:
+                if signals["signum"] and e.signum != signals["signum"]:
+                    # noticed between steps (cancel set, the handler's exception swallowed): the exit
+                    # code must still name the signal that arrived, SIGTERM → 143
+                    raise Interrupted(signals["signum"], e.step) from e
                 raise  # a signal always cleans up, even with --on-error=abort
             except BaseException as e:
                 if signals["signum"]:

@@ -119,3 +119,33 @@ def test_signal_mid_step_unwinds_and_exits_128_plus_signal(tmp_path: Path, sig: 
     os.kill(proc.pid, sig)
     assert proc.wait(20) == 128 + sig
     assert journal.read_text().split("\n")[:-1] == ["run a", "run slow", "undo slow", "undo a"]
+
+
+SWALLOW_SCRIPT = textwrap.dedent("""
+    import sys, threading, time
+    from baker.pipeline import Pipeline
+    from baker.errors import Interrupted
+    class S:
+        def __init__(s, name): s.name = name
+        def run(s, st):
+            if s.name == "swallows":
+                print("ready", flush=True)
+                try:
+                    time.sleep(60)
+                except BaseException:
+                    pass  # a step that catches too much must not change the exit code
+        def cleanup(s, st):
+            pass
+    try:
+        Pipeline([S("swallows"), S("never")]).run(None, threading.Event())
+    except Interrupted as e:
+        sys.exit(e.exit_code)
+""")
+
+
+def test_a_signal_a_step_swallowed_still_exits_with_that_signals_code():
+    proc = subprocess.Popen([sys.executable, "-c", SWALLOW_SCRIPT], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parents[1])
+    assert proc.stdout.readline().strip() == "ready"
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(20) == 143
