@@ -129,8 +129,8 @@ SWALLOW_SCRIPT = textwrap.dedent("""
         def __init__(s, name): s.name = name
         def run(s, st):
             if s.name == "swallows":
-                print("ready", flush=True)
                 try:
+                    print("ready", flush=True)
                     time.sleep(60)
                 except BaseException:
                     pass  # a step that catches too much must not change the exit code
