@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from baker.communicator.ssh import (
+from baker.communicator.errors import (
     CommandTimeout,
     GuestGone,
     HostKeyMismatch,
     SSHAuthFailed,
-    SSHCommunicator,
     SSHDisconnected,
     SSHTimeout,
-    env_prefix,
 )
+from baker.communicator.exec import env_prefix
+from baker.communicator.ssh import SSHCommunicator
 from baker.keys import generate_build_keys
 from baker.secrets import MASK, MASKER
 from tests.helpers.sshd import FakeSlirp, LocalSSHD, free_port, kill_quietly, local_sshd, needs_sshd

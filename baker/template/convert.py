@@ -45,6 +45,9 @@ BAD = _Sentinel("BAD")  # conversion failed; the error is already recorded
 NULL = _Sentinel("NULL")  # an explicit empty value: use the field's default
 _MAX_DEPTH = 64
 _QUOTE_HINT = 'a value that starts with {{ must be quoted: "{{ ... }}"'
+# field metadata key -> the baker.units parser that checks it, and examples for the error hint
+_UNITS = (("duration", parse_duration, "examples: 90s, 10m, 1h30m, 500ms"),
+          ("size", parse_size, "examples: 8G, 512M, 20GiB, or a byte count"))
 _BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True,
                "false": False, "no": False, "off": False, "0": False}
 _HINT_CACHE: dict[type, dict[str, Any]] = {}
@@ -427,18 +430,13 @@ class Converter:
             if isinstance(value, list | dict):
                 return self.error(f"expected a string, got {show(value)}", mark, path)
             text = text_of(value)
-            if meta.get("duration"):
-                try:
-                    parse_duration(text)
-                except ValueError as e:
-                    return self.error(f"invalid duration: {self.problems.mask(str(e))}", mark, path,
-                                      "examples: 90s, 10m, 1h30m, 500ms")
-            if meta.get("size"):
-                try:
-                    parse_size(text)
-                except ValueError as e:
-                    return self.error(f"invalid size: {self.problems.mask(str(e))}", mark, path,
-                                      "examples: 8G, 512M, 20GiB, or a byte count")
+            for unit, parse, examples in _UNITS:  # kept as written, checked now (metadata "duration"/"size")
+                if meta.get(unit):
+                    try:
+                        parse(text)
+                    except ValueError as e:
+                        return self.error(f"invalid {unit}: {self.problems.mask(str(e))}", mark, path,
+                                          examples)
             return Path(text) if tp is Path else text
         if tp is bool:
             if isinstance(value, bool):
