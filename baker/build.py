@@ -15,8 +15,10 @@ from pathlib import Path
 
 from baker.errors import BakerError, Interrupted, StepError, TimedOut
 from baker.fsutil import remove
-from baker.output import Reporter, setup_logging, teardown_logging
-from baker.pipeline import Pipeline
+from baker.machine import registry
+from baker.output import Failure, Reporter, setup_logging, teardown_logging
+from baker.paths import cache_root
+from baker.pipeline import Pipeline, StepTiming
 from baker.secrets import MASKER
 from baker.state import BuildOptions, BuildState
 from baker.steps import plan_steps
@@ -30,13 +32,7 @@ class BuildOutcome:
     output_dir: Path
     error: BaseException | None = None
     logs_dir: Path | None = None
-    timings: list = field(default_factory=list)
-
-
-def logs_root() -> Path:
-    root = os.environ.get("BAKER_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "baker")
-    return Path(root) / "logs"
+    timings: list[StepTiming] = field(default_factory=list)
 
 
 def run_build(
@@ -48,8 +44,8 @@ def run_build(
     log_file = log_dir / "build.log"
     handlers = setup_logging(reporter, log_file, verbose)
     cancel = threading.Event()
-    state = BuildState(template=t, options=options, cancel=cancel, log=log, log_file=log_file)
     steps = plan_steps(t)
+    reported: list[BaseException] = []
 
     def tails() -> dict[str, str]:
         """Called at the moment of failure, before cleanup: the last chance to see the VM."""
@@ -57,19 +53,18 @@ def run_build(
         m = state.machine
         if m is not None:
             out["serial console (last lines)"] = m.serial_tail(25)
-            if m.alive() is None:
+            if m.proc is not None and m.proc.poll() is None:  # a panicked or paused guest's screen too
                 m.screendump(log_dir / "failure-screen.png")
+            if not m.serial_tail(1) and (fw := m.firmware_tail(8)):
+                out["firmware log (last lines)"] = fw
             err = m.stderr_tail(5)
             if err:
                 out["qemu stderr"] = err
         _snapshot(state, log_dir)
         comm = state.comm
-        if comm is not None and getattr(comm, "last_output_tail", None):
+        if comm is not None and comm.last_output_tail:
             out["last command output"] = "\n".join(comm.last_output_tail[-20:])
         return {k: MASKER.mask(v) for k, v in out.items() if v}
-
-    pipeline = Pipeline(steps, on_event=reporter.event, tails=tails)
-    reported: list[BaseException] = []
 
     def hold(e: BaseException) -> None:
         """--on-error=abort: report now, then keep the VM up for debugging until Ctrl-C."""
@@ -83,19 +78,14 @@ def run_build(
         while m.alive() is None:
             time.sleep(0.5)
 
-    if options.on_error == "abort":
-        pipeline.hold = hold
+    pipeline = Pipeline(steps, on_event=reporter.event, tails=tails,
+                        hold=hold if options.on_error == "abort" else None, on_force_exit=registry.kill_all)
+    # the manifest's step timings are the pipeline's own record, not a second copy
+    state = BuildState(template=t, options=options, cancel=cancel, log=log, log_file=log_file,
+                       timings=pipeline.result.timings)
     reporter.event("build_start", name=t.name, template=str(t.path), steps=[s.name for s in steps],
                    output_dir=str(options.output_dir))
     started = time.monotonic()
-    state.extra["timings"] = []
-
-    def record_timing(kind: str, **f) -> None:
-        reporter.event(kind, **f)
-        if kind == "step_done":
-            state.extra["timings"].append({"step": f["step"], "seconds": f["seconds"]})
-
-    pipeline.on_event = record_timing
     timer = _Deadline(options.timeout)
     try:
         with timer:
@@ -185,7 +175,7 @@ def _keep_logs(state: BuildState, log_dir: Path) -> Path | None:
     """Move logs somewhere that survives cleanup; never into the output dir (no half builds there)."""
     try:
         _snapshot(state, log_dir)  # signals unwind without calling tails(); harmless when already done
-        dest = logs_root() / f"{state.template.name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+        dest = cache_root() / "logs" / f"{state.template.name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
         dest.mkdir(parents=True, exist_ok=True)
         os.chmod(dest, 0o700)
         for src in log_dir.iterdir():
@@ -197,25 +187,10 @@ def _keep_logs(state: BuildState, log_dir: Path) -> Path | None:
 
 def _report_failure(reporter: Reporter, e: BaseException, logs: Path | None, state: BuildState,
                     options: BuildOptions) -> None:
-    step = getattr(e, "step", None)
-    message = MASKER.mask(str(e))
-    tails = e.tails if isinstance(e, StepError) else {}
-    debug = _debug_access(e, state, options)
-    if reporter.mode == "json":
-        reporter.event("build_failed", step=step, message=message, tails=tails,
-                       logs=str(logs) if logs else None, exit_code=_exit_code(e), debug=debug)
-        return
-    lines = [f"build failed: {message}"]
-    for title, text in tails.items():
-        lines.append(f"--- {title} ---")
-        lines += [f"  {line}" for line in text.splitlines()]
-    if logs:
-        lines.append(f"logs kept in {logs}")
-    if debug:
-        lines.append("--on-error=abort: the VM is still running. Connect with:")
-        lines.append(f"  {debug['ssh']}")
-        lines.append(f"  serial console: {debug['serial_log']}   work dir: {debug['work_dir']}")
-    reporter.event("error", message="\n".join(lines))
+    reporter.failure(Failure(step=getattr(e, "step", None), message=MASKER.mask(str(e)),
+                             tails=e.tails if isinstance(e, StepError) else {},
+                             logs=str(logs) if logs else None, exit_code=_exit_code(e),
+                             debug=_debug_access(e, state, options)))
 
 
 def _debug_access(e: BaseException, state: BuildState, options: BuildOptions) -> dict[str, str] | None:

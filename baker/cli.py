@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -47,6 +48,10 @@ def parser() -> argparse.ArgumentParser:
                    help="exports run in parallel (default 2)")
     b.add_argument("--timeout", type=cliargs.duration, metavar="DURATION",
                    help="stop and clean up after this long, e.g. 2h (exit code 124)")
+    b.add_argument("--accel", choices=["auto", "kvm", "tcg"],
+                   help="override machine.accelerator for this build (the BAKER_ACCEL environment "
+                        "variable overrides both); auto = KVM when it really runs the guest, else TCG "
+                        "with a warning")
 
     v = sub.add_parser("validate", help="check a template without building",
                        description="Load, render and validate a template; errors name file:line:col.")
@@ -64,6 +69,15 @@ def parser() -> argparse.ArgumentParser:
     im.add_argument("-o", "--output", type=Path, metavar="FILE",
                     help="write the baker template here (default: stdout); relative paths follow it")
     im.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+
+    d = sub.add_parser("doctor", help="what baker will use on this host, and why",
+                       description="QEMU and qemu-img versions, the accelerator decision and where it is "
+                                   "recorded, UEFI firmware, tools, free space. Exit 1 if a build cannot "
+                                   "work here.")
+    d.add_argument("--json", action="store_true", help="machine-readable output")
+    d.add_argument("--reprobe", action="store_true",
+                   help="forget what was recorded about KVM on this host boot and probe again")
+    d.add_argument("--qemu-binary", default="qemu-system-x86_64", help="the QEMU a template would use")
 
     c = sub.add_parser("cache", help="list or prune the verified download cache")
     csub = c.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
@@ -176,6 +190,23 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from baker.doctor import run_checks
+
+    checks = run_checks(args.qemu_binary, reprobe=args.reprobe)
+    failed = any(c.status == "fail" for c in checks)
+    if args.json:
+        print(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}, indent=2))
+        return 1 if failed else 0
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        print(f"{c.status.upper():4}  {c.name:<{width}}  {c.detail}")
+        if c.hint and c.status != "ok":
+            print(f"{'':4}  {'':<{width}}  -> {c.hint}")
+    print("a build cannot work here: fix the FAIL lines" if failed else "baker can build on this host")
+    return 1 if failed else 0
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from baker.build import run_build
     from baker.output import Reporter
@@ -188,7 +219,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         reporter.event("warning", message=str(w))
     out = args.output_dir or Path("images") / t.name
     options = BuildOptions(output_dir=out.resolve(), on_error=args.on_error, keep_workdir=args.keep_workdir,
-                           export_jobs=args.export_jobs, timeout=args.timeout)
+                           export_jobs=args.export_jobs, timeout=args.timeout, accelerator=args.accel)
     try:
         outcome = run_build(t, options, reporter, verbose=args.verbose)
     finally:
@@ -199,9 +230,14 @@ def cmd_build(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     handler = {"build": cmd_build, "validate": cmd_validate, "inspect": cmd_inspect,
-               "cache": cmd_cache, "import": cmd_import}[args.command]
+               "cache": cmd_cache, "import": cmd_import, "doctor": cmd_doctor}[args.command]
     try:
         return handler(args)
+    except BrokenPipeError:
+        # `baker inspect T | head`: the reader has all it wanted; exit like a SIGPIPE'd tool, quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (TemplateError, TemplateErrors) as e:
         print(f"error: {e}" if isinstance(e, TemplateError) else f"error: template is invalid:\n{e}",
               file=sys.stderr)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 
 def baker(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 from baker import cli
 from baker.errors import EXIT_TIMEOUT, TimedOut
 from baker.events import EVENTS, event_problems
-from tests.conftest import ROOT
-from tests.faults import build, write_template
+from tests.helpers.faults import build, write_template
+from tests.helpers.paths import ROOT
 
 
 def run(*argv: str) -> tuple[int, str, str]:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from baker.events import event_problems
-from tests.conftest import ROOT
-from tests.guest import BootedImage
+from tests.helpers.guest import BootedImage
+from tests.helpers.paths import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -152,7 +152,7 @@ def test_export_has_the_same_content_as_the_master(built: dict, name: str, fmt: 
 
 @pytest.mark.parametrize("name,fmt", [("debian-12-nginx.vmdk", "vmdk"), ("debian-12-nginx.vhd", "vpc")])
 def test_provisioned_file_reads_back_from_export(built: dict, name: str, fmt: str, tmp_path: Path):
-    from tests.guest import read_guest_file
+    from tests.helpers.guest import read_guest_file
 
     html = read_guest_file(built["out"] / name, fmt, "/var/www/baker/index.html", tmp_path)
     assert b"Baked by baker" in html

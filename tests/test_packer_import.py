@@ -19,7 +19,7 @@ from baker.packer_import.expressions import convert_text
 from baker.packer_import.nodes import UnreadableTemplate
 from baker.packer_import.read_json import parse
 from baker.template import load_template
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 from tests.test_cli_edges import run
 
 DATA = ROOT / "tests" / "data" / "packer"

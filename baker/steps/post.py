@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from baker.errors import StepError
 from baker.state import BuildState
-from baker.steps.provision import _describe
 
 
 class PostStep:
     def __init__(self, index: int, spec) -> None:
+        from baker.provision.base import summary
+
         self.index = index
         self.spec = spec
-        default = ", ".join(spec.types) if spec.type == "checksum" else _describe(spec)
+        default = ", ".join(spec.types) if spec.type == "checksum" else summary(spec, first_line=True)
         label = getattr(spec, "name", None) or default
         self.name = f"post[{index}] {spec.type}" + (f" ({label})" if label else "")
 

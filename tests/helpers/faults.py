@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from baker.events import event_problems
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 
 @dataclass
