@@ -62,6 +62,14 @@ def parser() -> argparse.ArgumentParser:
     _add_template_args(i)
     i.add_argument("--json", action="store_true", help="machine-readable output")
 
+    im = sub.add_parser("import", help="convert a Packer QEMU template (JSON or HCL2) to a baker template",
+                        description="Convert a Packer QEMU template; what cannot be converted is listed "
+                                    "with its line (on stderr and as comments in the output).")
+    im.add_argument("packer_template", type=Path, help="a Packer template: *.json or *.pkr.hcl")
+    im.add_argument("-o", "--output", type=Path, metavar="FILE",
+                    help="write the baker template here (default: stdout); relative paths follow it")
+    im.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
+
     d = sub.add_parser("doctor", help="what baker will use on this host, and why",
                        description="QEMU and qemu-img versions, the accelerator decision and where it is "
                                    "recorded, UEFI firmware, tools, free space. Exit 1 if a build cannot "
@@ -70,14 +78,6 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--reprobe", action="store_true",
                    help="forget what was recorded about KVM on this host boot and probe again")
     d.add_argument("--qemu-binary", default="qemu-system-x86_64", help="the QEMU a template would use")
-
-    im = sub.add_parser("import", help="convert a Packer QEMU template (JSON or HCL2) to a baker template",
-                        description="Convert a Packer QEMU template; what cannot be converted is listed "
-                                    "with its line (on stderr and as comments in the output).")
-    im.add_argument("packer_template", type=Path, help="a Packer template: *.json or *.pkr.hcl")
-    im.add_argument("-o", "--output", type=Path, metavar="FILE",
-                    help="write the baker template here (default: stdout); relative paths follow it")
-    im.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
 
     c = sub.add_parser("cache", help="list or prune the verified download cache")
     csub = c.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
@@ -168,23 +168,6 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:
-    from baker.doctor import run_checks
-
-    checks = run_checks(args.qemu_binary, reprobe=args.reprobe)
-    failed = any(c.status == "fail" for c in checks)
-    if args.json:
-        print(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}, indent=2))
-        return 1 if failed else 0
-    width = max(len(c.name) for c in checks)
-    for c in checks:
-        print(f"{c.status.upper():4}  {c.name:<{width}}  {c.detail}")
-        if c.hint and c.status != "ok":
-            print(f"{'':4}  {'':<{width}}  -> {c.hint}")
-    print("a build cannot work here: fix the FAIL lines" if failed else "baker can build on this host")
-    return 1 if failed else 0
-
-
 def cmd_import(args: argparse.Namespace) -> int:
     from baker.fsutil import atomic_write
     from baker.packer_import import import_packer, report
@@ -205,6 +188,23 @@ def cmd_import(args: argparse.Namespace) -> int:
             return 1
     print(report(imported), file=sys.stderr)
     return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from baker.doctor import run_checks
+
+    checks = run_checks(args.qemu_binary, reprobe=args.reprobe)
+    failed = any(c.status == "fail" for c in checks)
+    if args.json:
+        print(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}, indent=2))
+        return 1 if failed else 0
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        print(f"{c.status.upper():4}  {c.name:<{width}}  {c.detail}")
+        if c.hint and c.status != "ok":
+            print(f"{'':4}  {'':<{width}}  -> {c.hint}")
+    print("a build cannot work here: fix the FAIL lines" if failed else "baker can build on this host")
+    return 1 if failed else 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -230,7 +230,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     handler = {"build": cmd_build, "validate": cmd_validate, "inspect": cmd_inspect,
-               "cache": cmd_cache, "doctor": cmd_doctor, "import": cmd_import}[args.command]
+               "cache": cmd_cache, "import": cmd_import, "doctor": cmd_doctor}[args.command]
     try:
         return handler(args)
     except BrokenPipeError:

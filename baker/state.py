@@ -28,7 +28,7 @@ class BuildOptions:
     keep_workdir: bool = False
     export_jobs: int = 2
     accelerator: str | None = None  # --accel: overrides machine.accelerator (BAKER_ACCEL overrides both)
-    timeout: float | None = None  # --timeout, seconds: the build stops and cleans up (exit 124)
+    timeout: float | None = None  # --timeout in seconds: stop and clean up, exit 124
 
 
 @dataclass

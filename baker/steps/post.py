@@ -9,6 +9,7 @@ from baker.state import BuildState
 
 class PostStep:
     def __init__(self, index: int, spec) -> None:
+
         self.index = index
         self.spec = spec
         default = ", ".join(spec.types) if spec.type == "checksum" else summary(spec, first_line=True)

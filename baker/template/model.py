@@ -171,9 +171,6 @@ class ShellLocalProvisioner:
 Provisioner = ShellProvisioner | FileProvisioner | ShellLocalProvisioner
 
 
-DIGESTS = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
-
-
 @dataclass
 class ChecksumPost:
     """`post:` step writing extra digest files (SHA512SUMS, MD5SUMS, ...) beside the artifacts.
@@ -189,7 +186,6 @@ class ChecksumPost:
 
 # `post:` steps run after the artifacts are published; shell-local gets the artifact paths in its env
 PostStep = ShellLocalProvisioner | ChecksumPost
-POST_TYPES: dict[str, type] = {"shell-local": ShellLocalProvisioner, "checksum": ChecksumPost}
 
 
 @dataclass

@@ -35,8 +35,9 @@ def check_sources(t: Template, where, problems: Problems) -> list[TemplateError]
         else:
             urls = ([(f"{path}.iso_url", src.iso_url)] if src.iso_url else []) + \
                    [(f"{path}.iso_urls[{i}]", u) for i, u in enumerate(src.iso_urls)]
+        what = "the base image" if isinstance(src, CloudImageSource) else "the ISO"
         for upath, url in urls:
-            _check_location(url, upath, template_dir, where, what="the base image")
+            _check_location(url, upath, template_dir, where, what=what)
         key, *aliases = _CHECKSUM_KEYS[type(src)]
         cpath = f"{path}.{key}"
         spec = getattr(src, key).strip()
