@@ -51,6 +51,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--keep-workdir", action="store_true", help="keep the private work dir after the build")
     b.add_argument("--export-jobs", type=int, default=2, help="exports run in parallel (default 2)")
     b.add_argument("--timeout", help="give up after this long, e.g. 2h (exit code 143)")
+    b.add_argument("--store", type=Path, help="record the image in this store (default: $BAKER_STORE or "
+                                              "~/.local/share/baker/store)")
+    b.add_argument("--no-store", action="store_true", help="do not record the image in a store")
 
     v = sub.add_parser("validate", help="check a template without building",
                        description="Load, render and validate a template; errors name file:line:col.")
@@ -68,7 +71,18 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("--older-than", metavar="DURATION", help="not used for this long, e.g. 30d or 720h")
     cp.add_argument("--keep", type=int, metavar="N", help="keep the N most recently used files")
     cp.add_argument("--max-size", metavar="SIZE", help="remove least recently used until within SIZE")
+    _register_lifecycle(sub)
     return p
+
+
+def _register_lifecycle(sub) -> None:
+    """The store, provenance and SBOM packages define their own subcommands (each sets `func`)."""
+    from baker.provenance.cli import register as provenance_commands
+    from baker.sbom.cli import register as sbom_commands
+    from baker.store.cli import register as store_commands
+
+    for register in (store_commands, provenance_commands, sbom_commands):
+        register(sub)
 
 
 def _load(args: argparse.Namespace):
@@ -146,6 +160,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     out = args.output_dir or Path("images") / t.name
     options = BuildOptions(output_dir=out.resolve(), on_error=args.on_error, keep_workdir=args.keep_workdir,
                            export_jobs=args.export_jobs)
+    if not args.no_store:
+        from baker.store import default_store_path
+
+        options.store = (args.store or default_store_path()).resolve()
     if args.timeout:
         seconds = parse_duration(args.timeout)
         timer = threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGTERM))
@@ -160,8 +178,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    handler = {"build": cmd_build, "validate": cmd_validate, "inspect": cmd_inspect,
-               "cache": cmd_cache}[args.command]
+    handler = getattr(args, "func", None) or {"build": cmd_build, "validate": cmd_validate,
+                                              "inspect": cmd_inspect, "cache": cmd_cache}[args.command]
     try:
         return handler(args)
     except (TemplateError, TemplateErrors) as e:

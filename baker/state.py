@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ class BuildOptions:
     keep_workdir: bool = False
     export_jobs: int = 2
     timeout: float | None = None
+    store: Path | None = None  # record the image here after publishing; None: --no-store
 
 
 @dataclass
@@ -45,6 +47,7 @@ class BuildState:
     manifest_path: Path | None = None
     qemu_version: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def build_vars(self) -> dict[str, Any]:
         """The build.* values late template fields can use (boot_command, http_content, ...)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,9 +37,23 @@ def base_image() -> Path:
     return p
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """`baker build` records into a store by default: in tests never the user's own. Session scope, so
+    it is in place before any session-scoped build fixture runs."""
+    old = os.environ.get("BAKER_STORE")
+    os.environ["BAKER_STORE"] = str(tmp_path_factory.getbasetemp() / "baker-store")
+    yield
+    if old is None:
+        os.environ.pop("BAKER_STORE", None)
+    else:
+        os.environ["BAKER_STORE"] = old
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Tests never touch the user's download cache or logs, but share one cache per session."""
     if "BAKER_TEST_REAL_CACHE" not in os.environ:
         root = tmp_path_factory.getbasetemp() / "baker-cache"
         monkeypatch.setenv("BAKER_CACHE_DIR", str(root))
+
