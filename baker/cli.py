@@ -1,7 +1,7 @@
 """The `baker` command: subcommands, flags and exit codes; the work happens elsewhere.
 
-Exit codes: 0 success · 1 build failed · 2 invalid template or usage · 128+N stopped by signal N
-(130 Ctrl-C, 143 SIGTERM).
+Exit codes: 0 success · 1 build failed · 2 invalid template or usage · 3 not promotable (promote
+refused) · 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """End to end: the image lifecycle on real builds of the base image.
 
-Three builds share one store (module fixture, about 2 minutes each under TCG, one small qcow2 each):
+Four builds share one store (module fixture, about 2-3 minutes each under TCG, one qcow2 each):
   1.0.0  signed on build (`sign:` in the template), policy passes
   1.1.0  installs `tree`, runs an external scan; unsigned until `baker sign`
   1.2.0  leaves password SSH login on and a secret in /etc: recorded, but not promotable
+  lifecycle-child 0.1, built on 1.0.0's qcow2: records 1.0.0 as its parent (ancestry)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.e2e
 
 NAME = "lifecycle-demo"
+CHILD = "lifecycle-child"
 SECRET = "lc-s3cr3t-Vault-9931"
 TEMPLATE = f"""
 name: {NAME}
@@ -96,6 +98,18 @@ def lc(base_image: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
             failed = [e for e in events if e["event"] == "build_failed"]
             pytest.fail(f"build {version} failed ({proc.returncode}): {failed or proc.stderr[-3000:]}")
         timings[version] = {e["step"]: e["seconds"] for e in events if e["event"] == "step_done"}
+    # a child built on the stored 1.0.0: its base image's digest is an artifact in the store
+    child = work / "child.yaml"
+    child.write_text(f"name: {CHILD}\nversion: '0.1'\n"
+                     f"source: {{cloud_image: {{url: {work}/out-1.0.0/{NAME}.qcow2}}}}\n"
+                     f"machine: {{memory: 1024}}\nprovisioners:\n"
+                     f"  - {{type: shell, script: {ROOT}/provisioners/wait-cloud-init.sh}}\n"
+                     "policy: {security_updates: false}\nexports: [{type: qcow2}]\n")
+    proc = subprocess.run([sys.executable, "-m", "baker", "build", str(child), "--store", str(store),
+                           "--output-dir", str(work / "out-child")], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=1800, check=False)
+    if proc.returncode != 0:
+        pytest.fail(f"child build failed ({proc.returncode}): {proc.stderr[-3000:]}")
     (work / "timings.json").write_text(json.dumps(timings, indent=2))
     return {"work": work, "store": store, "key": key, "timings": timings}
 
@@ -198,8 +212,15 @@ def test_promote_rollback_revoke_gc(lc: dict) -> None:
     history = baker("images", "history", NAME, *store).stdout.splitlines()
     assert [line.split()[2] for line in history] == ["promote", "promote", "rollback"]
     assert all(" by " in line for line in history)
+    child = json.loads(baker("images", "show", CHILD, "0.1", "--json", *store).stdout)
+    assert child["parent"] == f"{NAME}@1.0.0" and child["stale"] is None
+    parent = json.loads(baker("images", "show", NAME, "1.0.0", "--json", *store).stdout)
+    assert parent["children"] == [f"{CHILD}@0.1"]
     revoked = baker("revoke", NAME, "1.0.0", "--reason", "CVE in the kernel", *store)
     assert "channel prod still points at" in revoked.stdout
+    assert f"stale child: {CHILD}@0.1" in revoked.stdout
+    child = json.loads(baker("images", "show", CHILD, "0.1", "--json", *store).stdout)
+    assert child["stale"] == f"parent {NAME}@1.0.0 revoked" and not child["revoked"]
     again = baker("promote", NAME, "1.0.0", "--channel", "staging", *store, check=False)
     assert again.returncode == 3 and "revoked" in again.stderr
     baker("promote", NAME, "1.1.0", "--channel", "prod", *store)

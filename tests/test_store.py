@@ -107,6 +107,10 @@ def test_revoke_marks_children_stale_or_cascades(store: Store, tmp_path: Path) -
     child = store.get("img", "2")
     assert (child.parent_name, child.parent_version) == ("img", "1")
     assert [c.version for c in store.children("img", "1")] == ["2"]
+    store.db.execute("UPDATE versions SET stale_reason = NULL")
+    record(store.root, tmp_path, "1b", disk=b"parent disk v2")  # a new version of the parent name
+    assert store.get("img", "2").stale_reason == "parent img has a newer version 1b"
+    store.db.execute("UPDATE versions SET stale_reason = NULL")
     store.revoke("img", "1", "bad kernel")
     assert store.get("img", "2").stale_reason == "parent img@1 revoked" and not store.get("img", "2").revoked
     done = store.revoke("img", "2", "rebuilt elsewhere", cascade=True)

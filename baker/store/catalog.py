@@ -234,6 +234,10 @@ class Store:
                          int(exclude_from_latest), json.dumps(manifest, sort_keys=True)))
                     db.executemany("INSERT INTO files (seq, path, role, sha256, size) VALUES (?,?,?,?,?)",
                                    [(cur.lastrowid, rel, role, sha, size) for rel, role, sha, size in stored])
+                    # an updated parent: images built on its older versions should be rebuilt
+                    db.execute("UPDATE versions SET stale_reason = ? WHERE parent_name = ? "
+                               "AND stale_reason IS NULL AND revoked_at IS NULL AND seq != ?",
+                               (f"parent {name} has a newer version {version}", name, cur.lastrowid))
             except sqlite3.IntegrityError as e:
                 raise StoreError(f"{name}@{version} is already in the store {self.root}",
                                  hint="versions are immutable and unique per name: bump version:") from e
