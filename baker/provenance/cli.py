@@ -75,6 +75,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"FAIL {p}")
     if not report.ok:
         raise VerifyFailed(f"{what}: verification failed ({len(report.problems)} problems)")
+    policy = {True: "policy passed", None: "no policy result"}[report.policy_passed]
     print(f"{what}: OK: {len(report.checked)} files match the provenance, signed by {report.signer}, "
-          f"policy passed" + (", scan passed" if report.scan_passed else ""))
+          f"{policy}" + (", scan passed" if report.scan_passed else ""))
     return 0
