@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from baker.steps.connect import WaitForSSH
 from baker.steps.export import ExportImages
-from baker.steps.inventory import EvaluatePolicy, InventoryPackages, RunScan
+from baker.steps.inventory import InventoryPackages
 from baker.steps.machine import StartMachine, TypeBootCommand
 from baker.steps.media import MakeCD, MakeSeed, ServeHTTP
+from baker.steps.policy import EvaluatePolicy, RunScan
 from baker.steps.prepare import PrepareDirs
 from baker.steps.provenance import WriteProvenance
 from baker.steps.provision import Provision

@@ -241,8 +241,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
         print(f"revoked {v.ref}: {v.revoked_reason}")
         for c, target in store.channels(v.name).items():
             if target == v.version:
-                print(f"  WARNING: channel {c} still points at {v.ref}: "
-                      f"baker rollback {v.name} --channel {c}")
+                print(f"  WARNING: channel {c} still points at {v.ref}: move it with "
+                      f"baker promote {v.name} VERSION --channel {c} (or baker rollback)")
         for child in store.children(v.name, v.version):
             if not child.revoked:
                 print(f"  stale child: {child.ref} (rebuild it, or revoke with --cascade)")
@@ -258,6 +258,6 @@ def cmd_gc(args: argparse.Namespace) -> int:
     for ref, why in sorted(r.kept.items()):
         print(f"kept {ref} ({why})")
     if not args.dry_run:
-        print(f"{len(r.removed_versions)} versions and {r.removed_blobs} blobs removed, "
+        print(f"versions removed: {len(r.removed_versions)}, blobs removed: {r.removed_blobs}, "
               f"{human_size(r.freed_bytes)} freed")
     return 0
