@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -12,10 +13,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from baker.errors import BakerError, Interrupted, StepError
+from baker.errors import BakerError, Interrupted, StepError, TimedOut
 from baker.fsutil import remove
-from baker.output import Reporter, setup_logging, teardown_logging
-from baker.pipeline import Pipeline
+from baker.machine import registry
+from baker.output import Failure, Reporter, setup_logging, teardown_logging
+from baker.paths import cache_root
+from baker.pipeline import Pipeline, StepTiming
 from baker.secrets import MASKER
 from baker.state import BuildOptions, BuildState
 from baker.steps import plan_steps
@@ -29,13 +32,7 @@ class BuildOutcome:
     output_dir: Path
     error: BaseException | None = None
     logs_dir: Path | None = None
-    timings: list = field(default_factory=list)
-
-
-def logs_root() -> Path:
-    root = os.environ.get("BAKER_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "baker")
-    return Path(root) / "logs"
+    timings: list[StepTiming] = field(default_factory=list)
 
 
 def run_build(
@@ -47,8 +44,8 @@ def run_build(
     log_file = log_dir / "build.log"
     handlers = setup_logging(reporter, log_file, verbose)
     cancel = threading.Event()
-    state = BuildState(template=t, options=options, cancel=cancel, log=log, log_file=log_file)
     steps = plan_steps(t)
+    reported: list[BaseException] = []
 
     def tails() -> dict[str, str]:
         """Called at the moment of failure, before cleanup: the last chance to see the VM."""
@@ -56,19 +53,18 @@ def run_build(
         m = state.machine
         if m is not None:
             out["serial console (last lines)"] = m.serial_tail(25)
-            if m.alive() is None:
+            if m.proc is not None and m.proc.poll() is None:  # a panicked or paused guest's screen too
                 m.screendump(log_dir / "failure-screen.png")
+            if not m.serial_tail(1) and (fw := m.firmware_tail(8)):
+                out["firmware log (last lines)"] = fw
             err = m.stderr_tail(5)
             if err:
                 out["qemu stderr"] = err
         _snapshot(state, log_dir)
         comm = state.comm
-        if comm is not None and getattr(comm, "last_output_tail", None):
+        if comm is not None and comm.last_output_tail:
             out["last command output"] = "\n".join(comm.last_output_tail[-20:])
         return {k: MASKER.mask(v) for k, v in out.items() if v}
-
-    pipeline = Pipeline(steps, on_event=reporter.event, tails=tails)
-    reported: list[BaseException] = []
 
     def hold(e: BaseException) -> None:
         """--on-error=abort: report now, then keep the VM up for debugging until Ctrl-C."""
@@ -82,22 +78,21 @@ def run_build(
         while m.alive() is None:
             time.sleep(0.5)
 
-    if options.on_error == "abort":
-        pipeline.hold = hold
+    pipeline = Pipeline(steps, on_event=reporter.event, tails=tails,
+                        hold=hold if options.on_error == "abort" else None, on_force_exit=registry.kill_all)
+    # the manifest's step timings are the pipeline's own record, not a second copy
+    state = BuildState(template=t, options=options, cancel=cancel, log=log, log_file=log_file,
+                       timings=pipeline.result.timings)
     reporter.event("build_start", name=t.name, template=str(t.path), steps=[s.name for s in steps],
                    output_dir=str(options.output_dir))
     started = time.monotonic()
-    state.extra["timings"] = []
-
-    def record_timing(kind: str, **f) -> None:
-        reporter.event(kind, **f)
-        if kind == "step_done":
-            state.extra["timings"].append({"step": f["step"], "seconds": f["seconds"]})
-
-    pipeline.on_event = record_timing
+    timer = _Deadline(options.timeout)
     try:
-        pipeline.run(state, cancel)
+        with timer:
+            pipeline.run(state, cancel)
     except BaseException as e:  # every failure becomes a report and an exit code
+        if timer.fired and isinstance(e, Interrupted) and options.timeout:
+            e = TimedOut(options.timeout, e.step)
         logs = _keep_logs(state, log_dir)
         outcome = BuildOutcome(False, _exit_code(e), options.output_dir, e, logs, pipeline.result.timings)
         if reported:
@@ -113,6 +108,43 @@ def run_build(
     teardown_logging(handlers)
     remove(log_dir)
     return BuildOutcome(True, 0, options.output_dir, timings=pipeline.result.timings)
+
+
+class _Deadline:
+    """--timeout: SIGTERM to ourselves, so the build unwinds exactly as on an external SIGTERM.
+
+    `fired` tells the two apart afterwards; the lock makes sure no signal is sent once the pipeline
+    has returned (nothing would catch it then).
+    """
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds
+        self.fired = False
+        self._lock = threading.Lock()
+        self._done = False
+        self._timer: threading.Timer | None = None
+
+    def __enter__(self) -> _Deadline:
+        if self.seconds:
+            self._timer = threading.Timer(self.seconds, self._fire)
+            self._timer.daemon = True
+            self._timer.start()
+        return self
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.fired = True
+            logging.getLogger("baker.build").warning("--timeout of %gs reached: stopping the build",
+                                                     self.seconds)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._done = True
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 def _exit_code(e: BaseException) -> int:
@@ -143,7 +175,7 @@ def _keep_logs(state: BuildState, log_dir: Path) -> Path | None:
     """Move logs somewhere that survives cleanup; never into the output dir (no half builds there)."""
     try:
         _snapshot(state, log_dir)  # signals unwind without calling tails(); harmless when already done
-        dest = logs_root() / f"{state.template.name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
+        dest = cache_root() / "logs" / f"{state.template.name}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}"
         dest.mkdir(parents=True, exist_ok=True)
         os.chmod(dest, 0o700)
         for src in log_dir.iterdir():
@@ -155,25 +187,10 @@ def _keep_logs(state: BuildState, log_dir: Path) -> Path | None:
 
 def _report_failure(reporter: Reporter, e: BaseException, logs: Path | None, state: BuildState,
                     options: BuildOptions) -> None:
-    step = getattr(e, "step", None)
-    message = MASKER.mask(str(e))
-    tails = e.tails if isinstance(e, StepError) else {}
-    debug = _debug_access(e, state, options)
-    if reporter.mode == "json":
-        reporter.event("build_failed", step=step, message=message, tails=tails,
-                       logs=str(logs) if logs else None, exit_code=_exit_code(e), debug=debug)
-        return
-    lines = [f"build failed: {message}"]
-    for title, text in tails.items():
-        lines.append(f"--- {title} ---")
-        lines += [f"  {line}" for line in text.splitlines()]
-    if logs:
-        lines.append(f"logs kept in {logs}")
-    if debug:
-        lines.append("--on-error=abort: the VM is still running. Connect with:")
-        lines.append(f"  {debug['ssh']}")
-        lines.append(f"  serial console: {debug['serial_log']}   work dir: {debug['work_dir']}")
-    reporter.event("error", message="\n".join(lines))
+    reporter.failure(Failure(step=getattr(e, "step", None), message=MASKER.mask(str(e)),
+                             tails=e.tails if isinstance(e, StepError) else {},
+                             logs=str(logs) if logs else None, exit_code=_exit_code(e),
+                             debug=_debug_access(e, state, options)))
 
 
 def _debug_access(e: BaseException, state: BuildState, options: BuildOptions) -> dict[str, str] | None:

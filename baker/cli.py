@@ -1,7 +1,8 @@
 """The `baker` command: subcommands, flags and exit codes; the work happens elsewhere.
 
-Exit codes: 0 success · 1 build failed · 2 invalid template or usage · 3 not promotable (promote
-refused) · 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
+Exit codes (baker.errors.EXIT_*): 0 success · 1 build failed · 2 invalid template or usage ·
+3 not promotable (promote refused) · 124 --timeout ran out · 128+N stopped by signal N
+(130 Ctrl-C, 143 SIGTERM).
 """
 
 from __future__ import annotations
@@ -11,31 +12,26 @@ import json
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
 
 import baker
+from baker import cliargs
 from baker.errors import BakerError, TemplateError, TemplateErrors
-from baker.units import parse_duration
-
-
-def _var(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got '{text}'")
-    k, v = text.split("=", 1)
-    return k.strip(), v
 
 
 def _add_template_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("template", type=Path, help="path to the YAML template")
-    p.add_argument("-var", "--var", dest="vars", action="append", type=_var, default=[], metavar="NAME=VALUE",
+    p.add_argument("-var", "--var", dest="vars", action="append", type=cliargs.assignment, default=[],
+                   metavar="NAME=VALUE",
                    help="set a variable (highest precedence); repeatable")
     p.add_argument("-var-file", "--var-file", dest="var_files", action="append", type=Path, default=[],
                    metavar="FILE", help="YAML file of variable values; repeatable, later files win")
+    p.add_argument("--strict", action="store_true",
+                   help="treat warnings (e.g. a source without a checksum) as errors")
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="baker", description="Bake golden VM images with QEMU.")
+    p = cliargs.Parser(prog="baker", description="Bake golden VM images with QEMU.")
     p.add_argument("--version", action="version", version=f"baker {baker.__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -49,28 +45,54 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--plain", action="store_true", help="timestamped lines even on a terminal")
     b.add_argument("--verbose", "-v", action="store_true", help="show debug output")
     b.add_argument("--keep-workdir", action="store_true", help="keep the private work dir after the build")
-    b.add_argument("--export-jobs", type=int, default=2, help="exports run in parallel (default 2)")
-    b.add_argument("--timeout", help="give up after this long, e.g. 2h (exit code 143)")
-    b.add_argument("--store", type=Path, help="record the image in this store (default: $BAKER_STORE or "
-                                              "~/.local/share/baker/store)")
+    b.add_argument("--export-jobs", type=cliargs.count(1), default=2,
+                   help="exports run in parallel (default 2)")
+    b.add_argument("--timeout", type=cliargs.duration, metavar="DURATION",
+                   help="stop and clean up after this long, e.g. 2h (exit code 124)")
+    b.add_argument("--accel", choices=["auto", "kvm", "tcg"],
+                   help="override machine.accelerator for this build (the BAKER_ACCEL environment "
+                        "variable overrides both); auto = KVM when it really runs the guest, else TCG "
+                        "with a warning")
+    b.add_argument("--store", type=Path, help="record the image in this store (default: $BAKER_STORE "
+                                              "or ~/.local/share/baker/store)")
     b.add_argument("--no-store", action="store_true", help="do not record the image in a store")
 
     v = sub.add_parser("validate", help="check a template without building",
                        description="Load, render and validate a template; errors name file:line:col.")
     _add_template_args(v)
+    v.add_argument("--json", action="store_true", help="the result (errors, warnings) as one JSON object")
 
     i = sub.add_parser("inspect", help="show the resolved template and the steps a build runs")
     _add_template_args(i)
     i.add_argument("--json", action="store_true", help="machine-readable output")
+
+    d = sub.add_parser("doctor", help="what baker will use on this host, and why",
+                       description="QEMU and qemu-img versions, the accelerator decision and where it is "
+                                   "recorded, UEFI firmware, tools, free space. Exit 1 if a build cannot "
+                                   "work here.")
+    d.add_argument("--json", action="store_true", help="machine-readable output")
+    d.add_argument("--reprobe", action="store_true",
+                   help="forget what was recorded about KVM on this host boot and probe again")
+    d.add_argument("--qemu-binary", default="qemu-system-x86_64", help="the QEMU a template would use")
+
+    im = sub.add_parser("import", help="convert a Packer QEMU template (JSON or HCL2) to a baker template",
+                        description="Convert a Packer QEMU template; what cannot be converted is listed "
+                                    "with its line (on stderr and as comments in the output).")
+    im.add_argument("packer_template", type=Path, help="a Packer template: *.json or *.pkr.hcl")
+    im.add_argument("-o", "--output", type=Path, metavar="FILE",
+                    help="write the baker template here (default: stdout); relative paths follow it")
+    im.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
 
     c = sub.add_parser("cache", help="list or prune the verified download cache")
     csub = c.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
     cl = csub.add_parser("list", help="cached files, most recently used first")
     cl.add_argument("--json", action="store_true")
     cp = csub.add_parser("prune", help="delete cached files (partial downloads are always removed)")
-    cp.add_argument("--older-than", metavar="DURATION", help="not used for this long, e.g. 30d or 720h")
-    cp.add_argument("--keep", type=int, metavar="N", help="keep the N most recently used files")
-    cp.add_argument("--max-size", metavar="SIZE", help="remove least recently used until within SIZE")
+    cp.add_argument("--older-than", type=cliargs.age, metavar="DURATION",
+                    help="not used for this long, e.g. 30d or 720h")
+    cp.add_argument("--keep", type=cliargs.count(0), metavar="N", help="keep the N most recently used files")
+    cp.add_argument("--max-size", type=cliargs.size, metavar="SIZE",
+                    help="remove least recently used until within SIZE")
     _register_lifecycle(sub)
     return p
 
@@ -88,14 +110,30 @@ def _register_lifecycle(sub) -> None:
 def _load(args: argparse.Namespace):
     from baker.template import load_template
 
-    return load_template(args.template, cli_vars=dict(args.vars), var_files=list(args.var_files),
-                         environ=os.environ)
+    t = load_template(args.template, cli_vars=dict(args.vars), var_files=list(args.var_files),
+                      environ=os.environ)
+    if getattr(args, "strict", False) and t.warnings:
+        raise TemplateErrors(list(t.warnings))
+    return t
+
+
+def _warn(t) -> None:
+    for w in t.warnings:
+        print(f"WARNING: {w}", file=sys.stderr)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    if args.json:
+        from baker.template.report import validation_report
+
+        report, code = validation_report(lambda: _load(args), args.template)
+        print(json.dumps(report, indent=2))
+        return code
     t = _load(args)
+    _warn(t)
     exports = ", ".join(e.type for e in t.exports) or "none"
-    print(f"{args.template}: OK ({t.name}: {len(t.provisioners)} provisioners; exports: {exports})")
+    warned = f"; {len(t.warnings)} warning{'s' if len(t.warnings) > 1 else ''}" if t.warnings else ""
+    print(f"{args.template}: OK ({t.name}: {len(t.provisioners)} provisioners; exports: {exports}{warned})")
     return 0
 
 
@@ -104,6 +142,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from baker.template import template_to_dict
 
     t = _load(args)
+    _warn(t)
     data = template_to_dict(t)
     steps = [s.name for s in plan_steps(t)]
     if args.json:
@@ -123,7 +162,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from baker.sources.cache import DownloadCache
-    from baker.units import human_size, parse_size
+    from baker.units import human_size
 
     cache = DownloadCache()
     if args.cache_command == "list":
@@ -137,15 +176,49 @@ def cmd_cache(args: argparse.Namespace) -> int:
             print(f"{e.sha256[:16]}  {human_size(e.size):>10}  {used}  {', '.join(e.urls) or '-'}")
         print(f"{len(entries)} files, {human_size(sum(e.size for e in entries))} in {cache.root}")
         return 0
-    older = None
-    if args.older_than:
-        text = args.older_than.strip()
-        older = float(text[:-1]) * 86400 if text.endswith("d") else parse_duration(text)
-    removed = cache.prune(older_than=older, keep=args.keep,
-                          max_bytes=parse_size(args.max_size) if args.max_size else None)
+    removed = cache.prune(older_than=args.older_than, keep=args.keep, max_bytes=args.max_size)
     for p in removed:
         print(f"removed {p}")
     print(f"{len(removed)} files removed")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from baker.doctor import run_checks
+
+    checks = run_checks(args.qemu_binary, reprobe=args.reprobe)
+    failed = any(c.status == "fail" for c in checks)
+    if args.json:
+        print(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}, indent=2))
+        return 1 if failed else 0
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        print(f"{c.status.upper():4}  {c.name:<{width}}  {c.detail}")
+        if c.hint and c.status != "ok":
+            print(f"{'':4}  {'':<{width}}  -> {c.hint}")
+    print("a build cannot work here: fix the FAIL lines" if failed else "baker can build on this host")
+    return 1 if failed else 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from baker.fsutil import atomic_write
+    from baker.packer_import import import_packer, report
+
+    out = args.output
+    if out is not None and (out.is_dir() or (out.exists() and not args.overwrite)):
+        what = "is a directory" if out.is_dir() else "exists (add --overwrite to replace it)"
+        print(f"error: {out} {what}", file=sys.stderr)
+        return 2
+    imported = import_packer(args.packer_template, out.parent if out is not None else None)
+    if out is None:
+        sys.stdout.write(imported.yaml_text)
+    else:
+        try:
+            atomic_write(out, imported.yaml_text)
+        except OSError as e:
+            print(f"error: cannot write {out}: {e.strerror or e}", file=sys.stderr)
+            return 1
+    print(report(imported), file=sys.stderr)
     return 0
 
 
@@ -157,18 +230,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     mode = "json" if args.json else ("plain" if args.plain else None)
     reporter = Reporter(mode)
     t = _load(args)
+    for w in t.warnings:
+        reporter.event("warning", message=str(w))
     out = args.output_dir or Path("images") / t.name
     options = BuildOptions(output_dir=out.resolve(), on_error=args.on_error, keep_workdir=args.keep_workdir,
-                           export_jobs=args.export_jobs)
+                           export_jobs=args.export_jobs, timeout=args.timeout, accelerator=args.accel)
     if not args.no_store:
         from baker.store import default_store_path
 
         options.store = (args.store or default_store_path()).resolve()
-    if args.timeout:
-        seconds = parse_duration(args.timeout)
-        timer = threading.Timer(seconds, lambda: os.kill(os.getpid(), signal.SIGTERM))
-        timer.daemon = True
-        timer.start()
     try:
         outcome = run_build(t, options, reporter, verbose=args.verbose)
     finally:
@@ -178,10 +248,16 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    handler = getattr(args, "func", None) or {"build": cmd_build, "validate": cmd_validate,
-                                              "inspect": cmd_inspect, "cache": cmd_cache}[args.command]
+    handler = getattr(args, "func", None) or {
+        "build": cmd_build, "validate": cmd_validate, "inspect": cmd_inspect, "cache": cmd_cache,
+        "doctor": cmd_doctor, "import": cmd_import}[args.command]
     try:
         return handler(args)
+    except BrokenPipeError:
+        # `baker inspect T | head`: the reader has all it wanted; exit like a SIGPIPE'd tool, quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except (TemplateError, TemplateErrors) as e:
         print(f"error: {e}" if isinstance(e, TemplateError) else f"error: template is invalid:\n{e}",
               file=sys.stderr)

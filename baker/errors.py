@@ -104,3 +104,23 @@ class Interrupted(BakerError):
         self.exit_code = 128 + signum
         during = f" during step '{step}'" if step else ""
         super().__init__(f"interrupted by {_signal.Signals(signum).name}{during}")
+
+
+# Exit codes of the `baker` command (documented in README.md and docs/events.md).
+EXIT_OK = 0
+EXIT_FAILED = 1  # the build (or an import) failed
+EXIT_USAGE = 2  # invalid template, unknown option or bad option value
+EXIT_TIMEOUT = 124  # --timeout ran out (as timeout(1)); an external SIGTERM stays 143
+
+
+class TimedOut(Interrupted):
+    """`--timeout` ran out: stopped and cleaned up like SIGTERM, but its own exit code."""
+
+    def __init__(self, seconds: float, step: str | None = None):
+        import signal as _signal
+
+        super().__init__(_signal.SIGTERM, step)  # the signal the timer delivers
+        self.exit_code = EXIT_TIMEOUT
+        during = f" during step '{step}'" if step else ""
+        self.message = f"timed out after {seconds:g}s (--timeout){during}; stopped and cleaned up"
+        self.args = (self.message,)

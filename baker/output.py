@@ -5,11 +5,14 @@ Everything passes through the secret masker. The full debug log always goes to b
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,6 +23,43 @@ from baker.units import human_duration
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(kw_only=True)
+class Failure:
+    """What a failed build reports, whatever the output mode: the formatters below decide how."""
+
+    step: str | None
+    message: str
+    tails: dict[str, str] = field(default_factory=dict)
+    logs: str | None = None
+    exit_code: int
+    debug: dict[str, str] | None = None  # how to reach the VM --on-error=abort keeps running
+
+
+def _failure_event(f: Failure) -> tuple[str, dict[str, Any]]:
+    """--json: one build_failed event with every field, for CI to read."""
+    return "build_failed", dataclasses.asdict(f)
+
+
+def _failure_text(f: Failure) -> tuple[str, dict[str, Any]]:
+    """Terminal and plain logs: the message, the tails a step left, where the logs and the VM are."""
+    lines = [f"build failed: {f.message}"]
+    for title, text in f.tails.items():
+        lines.append(f"--- {title} ---")
+        lines += [f"  {line}" for line in text.splitlines()]
+    if f.logs:
+        lines.append(f"logs kept in {f.logs}")
+    if f.debug:
+        lines.append("--on-error=abort: the VM is still running. Connect with:")
+        lines.append(f"  {f.debug['ssh']}")
+        lines.append(f"  serial console: {f.debug['serial_log']}   work dir: {f.debug['work_dir']}")
+    return "error", {"message": "\n".join(lines)}
+
+
+FAILURE_FORMATTERS: dict[str, Callable[[Failure], tuple[str, dict[str, Any]]]] = {
+    "json": _failure_event, "tty": _failure_text, "plain": _failure_text,
+}
 
 
 class Reporter:
@@ -64,6 +104,11 @@ class Reporter:
         elif kind == "build_done":
             self._line(f"build '{fields['name']}' finished in {human_duration(fields['seconds'])}: "
                        f"{fields['output_dir']}")
+
+    def failure(self, f: Failure) -> None:
+        """Report a failed build in this reporter's mode (see FAILURE_FORMATTERS)."""
+        kind, fields = FAILURE_FORMATTERS[self.mode](f)
+        self.event(kind, **fields)
 
     def log_line(self, text: str) -> None:
         """Human log lines (provisioner output etc.) shown live; JSON mode sends them as events."""

@@ -42,31 +42,10 @@ class PipelineResult:
     timings: list[StepTiming] = field(default_factory=list)
 
 
-# QEMU pids that must die if a second signal forces baker out without cleanup.
-_live_pids: set[int] = set()
-_live_lock = threading.Lock()
-
-
-def register_pid(pid: int) -> None:
-    with _live_lock:
-        _live_pids.add(pid)
-
-
-def unregister_pid(pid: int) -> None:
-    with _live_lock:
-        _live_pids.discard(pid)
-
-
-def _kill_live_pids() -> None:
-    with _live_lock:
-        for pid in list(_live_pids):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-
-
 @contextlib.contextmanager
-def signal_guard(cancel: threading.Event) -> Iterator[dict[str, int]]:
-    """First SIGINT/SIGTERM: raise Interrupted so steps unwind. Second: kill QEMU now and exit.
+def signal_guard(cancel: threading.Event,
+                 on_force_exit: Callable[[], None] | None = None) -> Iterator[dict[str, int]]:
+    """First SIGINT/SIGTERM: raise Interrupted so steps unwind. Second: `on_force_exit`, then exit.
 
     Yields a dict whose "signum" is set once a signal arrived, so callers can tell an interrupted
     build from a failed one even when a step turned the Interrupted into an error of its own.
@@ -84,8 +63,9 @@ def signal_guard(cancel: threading.Event) -> Iterator[dict[str, int]]:
             log.warning("received %s: stopping the build and cleaning up (send again to force)",
                         signal.Signals(signum).name)
             raise Interrupted(signum)
-        log.error("received %s again: killing QEMU and exiting without cleanup", signal.Signals(signum).name)
-        _kill_live_pids()
+        log.error("received %s again: exiting without cleanup", signal.Signals(signum).name)
+        if on_force_exit is not None:
+            on_force_exit()
         os._exit(128 + signum)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -100,16 +80,21 @@ class Pipeline:
     """Runs steps in order; on failure or signal, undoes them newest-first (after `hold`, if set)."""
 
     def __init__(self, steps: Sequence[Step], *, on_event: Callable[..., None] | None = None,
-                 tails: Callable[[], dict[str, str]] | None = None) -> None:
+                 tails: Callable[[], dict[str, str]] | None = None,
+                 hold: Callable[[BaseException], None] | None = None,
+                 on_force_exit: Callable[[], None] | None = None) -> None:
+        """`on_event(kind, **fields)` sees step_start/step_done; `tails()` is read at the moment a step
+        fails; `hold(error)` (--on-error=abort) runs before unwinding and blocks while the user debugs;
+        `on_force_exit()` runs on a second signal, before exiting without cleanup."""
         self.steps = list(steps)
+        self.on_force_exit = on_force_exit  # a second signal: kill what must not outlive us
         self.on_event = on_event or (lambda *a, **k: None)
         self.tails = tails or dict
-        # --on-error=abort: called with the error before unwinding; blocks while the user debugs
-        self.hold: Callable[[BaseException], None] | None = None
-        self.result = PipelineResult()
+        self.hold = hold
+        self.result = PipelineResult()  # the one record of step timings (the manifest reads it)
 
     def run(self, state: Any, cancel: threading.Event) -> PipelineResult:
-        with signal_guard(cancel) as signals, contextlib.ExitStack() as stack:
+        with signal_guard(cancel, self.on_force_exit) as signals, contextlib.ExitStack() as stack:
             try:
                 self._run_steps(state, cancel, stack)
             except Interrupted:

@@ -66,16 +66,20 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: str | Path | None = None,
     preexec_fn: Callable[[], None] | None = None,
+    start_new_session: bool = False,
     hint: str | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a long-lived process (QEMU, a local provisioner) logged like `run`; the caller reaps it."""
+    """Start a long-lived process (QEMU, a local provisioner) logged like `run`; the caller reaps it.
+
+    `start_new_session` puts it in its own process group, so the caller can kill all it started.
+    """
     args = [os.fspath(a) for a in argv]
     log.debug("$ %s &", shlex.join(args))
     try:
         return subprocess.Popen(
             args, stdin=stdin, stdout=stdout, stderr=stderr,
             env={**os.environ, **env} if env is not None else None, cwd=cwd,
-            preexec_fn=preexec_fn, close_fds=True,
+            preexec_fn=preexec_fn, start_new_session=start_new_session, close_fds=True,
         )
     except FileNotFoundError as e:
         raise BakerError(

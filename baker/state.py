@@ -7,9 +7,19 @@ import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from baker.httpserver import GUEST_HOST_IP
+from baker.pipeline import StepTiming
 from baker.template.model import Template
+
+if TYPE_CHECKING:  # the steps import these lazily; the state only names them
+    from baker.communicator.ssh import SSHCommunicator
+    from baker.export.base import ExportResult
+    from baker.httpserver import HTTPServer
+    from baker.keys import BuildKeys
+    from baker.machine.accel import AccelChoice
+    from baker.machine.qemu import Machine
 
 
 @dataclass
@@ -18,7 +28,8 @@ class BuildOptions:
     on_error: str = "cleanup"  # "cleanup" | "abort"
     keep_workdir: bool = False
     export_jobs: int = 2
-    timeout: float | None = None
+    accelerator: str | None = None  # --accel: overrides machine.accelerator (BAKER_ACCEL overrides both)
+    timeout: float | None = None  # --timeout, seconds: the build stops and cleans up (exit 124)
     store: Path | None = None  # record the image here after publishing; None: --no-store
 
 
@@ -36,25 +47,25 @@ class BuildState:
     base_checksum: str | None = None
     base_sha256: str | None = None
     disk: Path | None = None
-    keys: Any = None
+    keys: BuildKeys | None = None
     seed: Path | None = None
     cdroms: list[Path] = field(default_factory=list)
-    http: Any = None
-    accel: Any = None
-    machine: Any = None
-    comm: Any = None
-    exports: list[Any] = field(default_factory=list)
+    http: HTTPServer | None = None
+    accel: AccelChoice | None = None
+    machine: Machine | None = None
+    comm: SSHCommunicator | None = None
+    exports: list[ExportResult] = field(default_factory=list)
     manifest_path: Path | None = None
     qemu_version: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    timings: list[StepTiming] = field(default_factory=list)  # the pipeline's record, shared not copied
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def build_vars(self) -> dict[str, Any]:
         """The build.* values late template fields can use (boot_command, http_content, ...)."""
         out: dict[str, Any] = {
             "name": self.template.name,
-            "http_ip": "10.0.2.2",
-            "http_port": getattr(self.http, "port", None),
+            "http_ip": GUEST_HOST_IP,
+            "http_port": self.http.port if self.http is not None else None,
             "ssh_username": self.template.communicator.ssh_username,
         }
         if self.keys is not None:

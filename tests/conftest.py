@@ -1,29 +1,20 @@
-"""Shared fixtures: the cached base image, and booting a built image to look inside it."""
+"""Shared fixtures: the cached base image, an isolated cache, a stand-in exporter registry.
+
+Helpers that are not fixtures live in tests/helpers/ (`from tests.helpers.<module> import ...`).
+"""
 
 from __future__ import annotations
 
 import os
-import subprocess
+import sys
+import types
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def base_image_path() -> Path | None:
-    env = os.environ.get("BAKER_BASE_IMAGE")
-    if env and Path(env).exists():
-        return Path(env)
-    script = ROOT / "scripts" / "build-base-image"
-    if script.exists():
-        out = subprocess.run([str(script), "--print-path"], capture_output=True, text=True, check=False)
-        p = Path(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
-        if p and p.exists():
-            return p
-    return None
-
+from tests.helpers.paths import base_image_path
 
 # resolved at import, before any fixture points BAKER_CACHE_DIR at a per-session temp dir
 _BASE_IMAGE = base_image_path()
@@ -57,3 +48,16 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
         root = tmp_path_factory.getbasetemp() / "baker-cache"
         monkeypatch.setenv("BAKER_CACHE_DIR", str(root))
 
+
+@dataclass
+class _Qcow2Options:
+    compress: bool = False
+
+
+@pytest.fixture
+def fake_exporters(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A minimal exporter registry with only `qcow2`: loader tests stay independent of the real
+    exporters' option sets (use with `pytestmark = pytest.mark.usefixtures("fake_exporters")`)."""
+    mod = types.ModuleType("baker.export")
+    mod.EXPORTERS = {"qcow2": type("Qcow2", (), {"Options": _Qcow2Options})}  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "baker.export", mod)

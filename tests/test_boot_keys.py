@@ -19,7 +19,7 @@ from baker.boot.keys import (
     parse_boot_command,
 )
 from baker.errors import BakerError
-from tests.boot_fixtures import qemu
+from tests.helpers.boot import qemu
 
 
 @pytest.fixture(scope="module")

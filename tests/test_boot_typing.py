@@ -11,7 +11,7 @@ import pytest
 
 from baker.boot.keys import parse_boot_command
 from baker.boot.typist import BootCommandCancelled, SerialWatcher, WaitForTimeout, type_boot_command
-from tests.boot_fixtures import MENU_TITLE, have_grub_mkrescue, make_test_boot_iso, qemu
+from tests.helpers.boot import MENU_TITLE, have_grub_mkrescue, make_test_boot_iso, qemu
 
 
 class FakeQMP:

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 
 def baker(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -19,12 +19,14 @@ def baker(*args: str, cwd: Path = ROOT, env: dict | None = None) -> subprocess.C
 
 def test_version_and_help():
     assert baker("--version").stdout.startswith("baker ")
-    for cmd in ("build", "validate", "inspect", "cache"):
+    for cmd in ("build", "validate", "inspect", "cache", "import"):
         assert baker(cmd, "--help").returncode == 0
 
 
 def test_validate_ok_and_inspect_lists_steps(tmp_path: Path):
-    env = {"BAKER_BASE_IMAGE": "/nonexistent/base.qcow2"}
+    base = tmp_path / "base.qcow2"
+    base.write_bytes(b"")
+    env = {"BAKER_BASE_IMAGE": str(base)}
     r = baker("validate", "templates/debian-12-nginx.yaml", env=env)
     assert r.returncode == 0, r.stderr
     r = baker("inspect", "templates/debian-12-nginx.yaml", "--json", "-var", "nginx_port=81", env=env)

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
-from tests.guest import BootedImage
+from baker.events import event_problems
+from tests.helpers.guest import BootedImage
+from tests.helpers.paths import ROOT
 
 pytestmark = pytest.mark.e2e
 
@@ -76,6 +77,7 @@ def test_manifest_describes_the_build(built: dict):
 
 
 def test_json_events_trace_every_step(built: dict):
+    assert [p for e in built["events"] for p in event_problems(e)] == []  # the schema in docs/events.md
     kinds = [e["event"] for e in built["events"]]
     assert kinds[0] == "build_start" and kinds[-1] == "build_done"
     started = [e["step"] for e in built["events"] if e["event"] == "step_start"]
@@ -150,7 +152,7 @@ def test_export_has_the_same_content_as_the_master(built: dict, name: str, fmt: 
 
 @pytest.mark.parametrize("name,fmt", [("debian-12-nginx.vmdk", "vmdk"), ("debian-12-nginx.vhd", "vpc")])
 def test_provisioned_file_reads_back_from_export(built: dict, name: str, fmt: str, tmp_path: Path):
-    from tests.guest import read_guest_file
+    from tests.helpers.guest import read_guest_file
 
     html = read_guest_file(built["out"] / name, fmt, "/var/www/baker/index.html", tmp_path)
     assert b"Baked by baker" in html

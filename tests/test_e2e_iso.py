@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.boot_fixtures import have_grub_mkrescue, make_test_boot_iso
-from tests.faults import build, write_template
+from tests.helpers.boot import have_grub_mkrescue, make_test_boot_iso
+from tests.helpers.faults import build, write_template
 
 pytestmark = pytest.mark.e2e
 

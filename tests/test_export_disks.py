@@ -9,21 +9,6 @@ import zlib
 from pathlib import Path
 
 import pytest
-from export_fixtures import (
-    DISK_SIZE,
-    MARKER,
-    PART_OFFSET,
-    all_exports,
-    compare,
-    context,
-    info,
-    master,
-    read_marker,
-    read_marker_raw,
-    scratch,
-    sh,
-    vm_spec,
-)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -39,6 +24,21 @@ from baker.export.vhd import (
     vhd_checksum,
 )
 from baker.export.vmdk import FLAG_COMPRESSED, FLAG_MARKERS, read_header, walk_stream
+from tests.helpers.exports import (
+    DISK_SIZE,
+    MARKER,
+    PART_OFFSET,
+    all_exports,
+    compare,
+    context,
+    info,
+    master,
+    read_marker,
+    read_marker_raw,
+    scratch,
+    sh,
+    vm_spec,
+)
 
 
 def one(type_name: str, kind: str = "disk") -> Path:

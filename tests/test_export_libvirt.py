@@ -7,9 +7,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from export_fixtures import DISK_SIZE, all_exports, compare, context, info, scratch, sh, vm_spec
 
 from baker.export import EXPORTERS
+from tests.helpers.exports import DISK_SIZE, all_exports, compare, context, info, scratch, sh, vm_spec
 
 needs_virsh = pytest.mark.skipif(shutil.which("virsh") is None, reason="virsh not installed")
 

@@ -8,7 +8,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from export_fixtures import (
+
+from baker.export import EXPORTERS
+from baker.export.ovf import NS, parse_manifest
+from baker.export.vmdk import read_header, walk_stream
+from tests.helpers.exports import (
     MARKER,
     all_exports,
     compare,
@@ -17,11 +21,7 @@ from export_fixtures import (
     scratch,
     vm_spec,
 )
-from export_ovfcheck import OVF, RASD, check_descriptor, q, validate
-
-from baker.export import EXPORTERS
-from baker.export.ovf import NS, parse_manifest
-from baker.export.vmdk import read_header, walk_stream
+from tests.helpers.ovfcheck import OVF, RASD, check_descriptor, q, validate
 
 
 def read_ova(path: Path) -> tuple[list[tarfile.TarInfo], dict[str, bytes]]:

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from export_fixtures import all_exports, context, master, scratch, sh, vm_spec
 
 from baker.errors import BakerError
 from baker.export import EXPORTERS, ExportError, run_exports
 from baker.export.osmap import os_ids
 from baker.fsutil import file_digest
+from tests.helpers.exports import all_exports, context, master, scratch, sh, vm_spec
 
 ALL_TYPES = {"qcow2", "raw", "gce", "vmdk", "ova", "ovf", "vhd", "vhdx", "vagrant", "libvirt"}
 
@@ -159,3 +159,15 @@ def test_os_ids():
     assert os_ids("debian12").cim == 95 and os_ids("debian12").virtualbox == "Debian"
     weird = os_ids("templeos")
     assert (weird.cim, weird.virtualbox) == (101, "Linux26_64")
+
+
+def test_default_output_names_of_every_exporter():
+    vm = vm_spec(name="n")
+    assert {t: cls().outputs(vm, cls.Options()) for t, cls in EXPORTERS.items()} == {
+        "gce": ["n.tar.gz"], "libvirt": ["n-libvirt.qcow2", "n.xml"], "ova": ["n.ova"],
+        "ovf": ["n.ovf", "n.mf", "n-disk1.vmdk"], "qcow2": ["n.qcow2"], "raw": ["n.raw"],
+        "vagrant": [f"n-{vm.version}-libvirt.box", "n.box.json"], "vhd": ["n.vhd"],
+        "vhdx": ["n.vhdx", "n.hyperv.json", "create-vm.ps1"], "vmdk": ["n.vmdk"],
+    }
+    opts = EXPORTERS["qcow2"].Options(filename="custom.qcow2")
+    assert EXPORTERS["qcow2"]().outputs(vm, opts) == ["custom.qcow2"]

@@ -9,10 +9,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from export_fixtures import DISK_SIZE, all_exports, compare, context, info, scratch, sh, vm_spec
-from export_ovfcheck import check_descriptor
 
 from baker.export import EXPORTERS, run_exports
+from tests.helpers.exports import DISK_SIZE, all_exports, compare, context, info, scratch, sh, vm_spec
+from tests.helpers.ovfcheck import check_descriptor
 
 pytestmark = pytest.mark.skipif(shutil.which("vagrant") is None, reason="vagrant not installed")
 

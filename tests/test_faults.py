@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults import assert_nothing_left, build, qemu_pids_for, signal_at, write_template
+from tests.helpers.faults import assert_nothing_left, build, qemu_pids_for, signal_at, write_template
 
 pytestmark = pytest.mark.e2e
 
@@ -62,7 +62,7 @@ def test_guest_that_never_offers_ssh_times_out_with_serial_tail(tmp_path: Path):
 
 def test_qemu_killed_mid_build_is_noticed_within_seconds(tmp_path: Path, base_image: Path):
     t = tpl(tmp_path, base_source(base_image), ssh_timeout="20m")
-    from tests.faults import finish, start_build
+    from tests.helpers.faults import finish, start_build
 
     started = time.monotonic()
     proc = start_build(t, tmp_path / "out")
@@ -149,7 +149,7 @@ def test_sigterm_during_boot(tmp_path: Path, base_image: Path):
 
 def test_second_signal_forces_exit_without_leaving_qemu(tmp_path: Path, base_image: Path):
     t = tpl(tmp_path, base_source(base_image))
-    from tests.faults import finish, start_build
+    from tests.helpers.faults import finish, start_build
 
     started = time.monotonic()
     proc = start_build(t, tmp_path / "out")
@@ -278,14 +278,15 @@ def test_corrupt_qcow2_is_refused_before_boot(tmp_path: Path, base_image: Path):
 def test_missing_base_image_file(tmp_path: Path):
     t = tpl(tmp_path, f"  cloud_image: {{url: '{tmp_path}/absent.qcow2', checksum: none}}")
     run = build(t, tmp_path / "out")
-    assert run.rc == 1 and "absent.qcow2" in run.failure["message"]
+    assert run.rc == 2 and "absent.qcow2" in run.stderr  # refused when the template loads
+    assert not run.events and not (tmp_path / "out").exists()
 
 
 def test_work_dirs_are_private(tmp_path: Path):
     blank = tmp_path / "blank.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(blank), "1G"], check=True)
     t = tpl(tmp_path, f"  cloud_image: {{url: '{blank}', checksum: none}}", ssh_timeout="30s")
-    from tests.faults import finish, start_build
+    from tests.helpers.faults import finish, start_build
 
     started = time.monotonic()
     proc = start_build(t, tmp_path / "out")
@@ -317,7 +318,7 @@ def test_on_error_abort_holds_the_vm_for_ssh_then_cleans_up(tmp_path: Path, base
     import re
 
     from baker.communicator.ssh import SSHCommunicator
-    from tests.faults import finish, start_build
+    from tests.helpers.faults import finish, start_build
 
     prov = """  - type: shell
     inline: ["echo broken > /root/evidence", "exit 7"]"""

@@ -13,7 +13,7 @@ from baker.boot.keys import parse_boot_command
 from baker.boot.typist import type_boot_command
 from baker.errors import BakerError
 from baker.machine.firmware import find_firmware, prepare_vars, read_descriptors
-from tests.boot_fixtures import MENU_TITLE, have_grub_mkrescue, make_test_boot_iso, qemu
+from tests.helpers.boot import MENU_TITLE, have_grub_mkrescue, make_test_boot_iso, qemu
 
 SYSTEM_OVMF = any(Path("/usr/share/qemu/firmware").glob("*.json"))
 needs_ovmf = pytest.mark.skipif(not SYSTEM_OVMF, reason="no QEMU firmware descriptors (apt-get install ovmf)")

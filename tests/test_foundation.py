@@ -13,7 +13,7 @@ import pytest
 from baker.errors import CommandError
 from baker.fsutil import atomic_path, atomic_write, private_dir
 from baker.iso9660 import read_iso, write_iso
-from baker.output import Reporter, setup_logging, teardown_logging
+from baker.output import Failure, Reporter, setup_logging, teardown_logging
 from baker.proc import run
 from baker.secrets import MASKER
 from baker.steps.record import _exchange
@@ -118,6 +118,29 @@ def test_reporter_json_is_one_object_per_line():
     r.event("warning", message="KVM is not usable")
     objs = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert [o["event"] for o in objs] == ["step_start", "warning"] and all("ts" in o for o in objs)
+
+
+def test_failure_has_one_formatter_per_output_mode():
+    f = Failure(step="wait-ssh", message="step 'wait-ssh' failed: timeout", tails={"serial": "a\nb"},
+                logs="/logs/x", exit_code=1,
+                debug={"ssh": "ssh -p 2222 baker@127.0.0.1", "serial_log": "/w/serial.log", "work_dir": "/w"})
+    stream = io.StringIO()
+    Reporter("json", stream).failure(f)
+    [obj] = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert obj["event"] == "build_failed"
+    assert {k: obj[k] for k in ("step", "message", "tails", "logs", "exit_code", "debug")} == {
+        "step": "wait-ssh", "message": f.message, "tails": f.tails, "logs": "/logs/x", "exit_code": 1,
+        "debug": f.debug}
+    for mode in ("plain", "tty"):
+        stream = io.StringIO()
+        r = Reporter(mode, stream)
+        r.failure(f)
+        r.close()
+        text = stream.getvalue()
+        assert "ERROR: build failed: step 'wait-ssh' failed: timeout" in text
+        assert "--- serial ---" in text and "  a" in text and "  b" in text
+        assert "logs kept in /logs/x" in text and "  ssh -p 2222 baker@127.0.0.1" in text
+        assert "serial console: /w/serial.log   work dir: /w" in text
 
 
 def test_run_raises_with_stderr_tail():

@@ -10,7 +10,7 @@ import pytest
 
 from baker.cli import main
 from baker.store.record import record_dir
-from tests.lifecycle_fixtures import image_dir, make_key
+from tests.helpers.lifecycle import image_dir, make_key
 
 
 @pytest.fixture

@@ -69,8 +69,8 @@ def test_a_failing_cleanup_does_not_stop_the_others():
 
 def test_abort_mode_holds_everything_until_released_then_cleans_up():
     j: list[str] = []
-    p = Pipeline([Rec("a", j), Rec("b", j, BakerError("boom"))])
-    p.hold = lambda e: j.append(f"hold {type(e).__name__}")
+    p = Pipeline([Rec("a", j), Rec("b", j, BakerError("boom"))],
+                 hold=lambda e: j.append(f"hold {type(e).__name__}"))
     with pytest.raises(StepError):
         p.run(None, threading.Event())
     assert j == ["run a", "run b", "hold StepError", "undo b", "undo a"]

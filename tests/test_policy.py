@@ -12,7 +12,6 @@ from baker.policy.scan import run_scan
 from baker.proc import run
 from baker.template import load_template
 from baker.template.model import GeneralizeConfig, PolicyConfig, ScanConfig
-from tests.template_fixtures import fake_exporters  # noqa: F401 - autouse fixture
 
 ALL_PASS = "".join(f"CHECK\t{n}\tpass\tok\n" for n in
                    ("password_ssh_login", "empty_passwords", "build_user", "leftover_secrets",
@@ -96,6 +95,7 @@ def errors(tmp_path: Path, text: str) -> str:
     return str(exc.value)
 
 
+@pytest.mark.usefixtures("fake_exporters")  # a stand-in qcow2-only registry
 def test_template_lifecycle_sections(tmp_path: Path) -> None:
     key = tmp_path / "k"
     key.write_text("x")

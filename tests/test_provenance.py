@@ -16,7 +16,7 @@ from baker.provenance.keys import KeyError_, load_signing_key, read_allowed_sign
 from baker.provenance.sign import sign_image
 from baker.provenance.statement import PREDICATE_TYPE, STATEMENT_TYPE
 from baker.provenance.verify import folder_files, verify_files
-from tests.lifecycle_fixtures import image_dir, make_key
+from tests.helpers.lifecycle import image_dir, make_key
 
 
 def test_pae_matches_the_dsse_spec_example() -> None:
@@ -127,11 +127,12 @@ def test_statement_is_slsa_v1_with_inputs_by_digest(tmp_path: Path) -> None:
     from baker.template import load_template
 
     (tmp_path / "setup.sh").write_text("echo hi\n")
+    (tmp_path / "base.qcow2").write_bytes(b"QFI\xfb")
     (tmp_path / "www").mkdir()
     (tmp_path / "www" / "index.html").write_text("<h1>hi</h1>")
     t = tmp_path / "t.yaml"
     t.write_text("name: t\nversion: '2'\nvariables:\n  token: {sensitive: true, default: hunter2-secret}\n"
-                 "source: {cloud_image: {url: /base.qcow2}}\nprovisioners:\n"
+                 "source: {cloud_image: {url: base.qcow2, checksum: none}}\nprovisioners:\n"
                  "  - {type: shell, script: setup.sh}\n"
                  "  - {type: file, source: www/, destination: /var/www}\n")
     template = load_template(t, environ={})

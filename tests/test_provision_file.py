@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_ssh_server import LocalSSHD, local_sshd, needs_sshd
 
 from baker.provision import ProvisionContext, ProvisionError, run_provisioner
 from baker.provision.file import _NEED_ROOT
 from baker.template.model import FileProvisioner
+from tests.helpers.sshd import LocalSSHD, local_sshd, needs_sshd
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_ssh_server import LocalSSHD, local_sshd, needs_sshd
 
 import baker.provision as provision
 import baker.provision.shell as shell
@@ -21,6 +20,7 @@ from baker.provision.shell import (
     vars_string,
 )
 from baker.template.model import ShellProvisioner
+from tests.helpers.sshd import LocalSSHD, local_sshd, needs_sshd
 
 # ---- pure assembly -----------------------------------------------------------------------------------
 

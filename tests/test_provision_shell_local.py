@@ -118,3 +118,14 @@ def test_script_globs_expand_sorted(ctx: ProvisionContext, caplog: pytest.LogCap
     with caplog.at_level(logging.INFO):
         run_provisioner(ShellLocalProvisioner(scripts=[str(ctx.template_dir / "*.sh")]), ctx)
     assert lines(caplog) == ["out: 10-a.sh", "out: 20-b.sh"]
+
+
+def test_missing_interpreter_names_the_script(ctx: ProvisionContext,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    script = ctx.template_dir / "odd.sh"
+    script.write_text("#!/nonexistent/interpreter\necho hi\n")
+    script.chmod(0o755)
+    with caplog.at_level(logging.DEBUG, logger="baker.proc"), pytest.raises(ProvisionError) as e:
+        run_provisioner(ShellLocalProvisioner(script=str(script)), ctx)
+    assert f"cannot run {script}: No such file or directory" in str(e.value)
+    assert any(r.name == "baker.proc" and str(script) in r.getMessage() for r in caplog.records)

@@ -19,9 +19,11 @@ from pathlib import Path
 import pytest
 
 import baker
+from baker.checksum import Checksum, parse_checksum
 from baker.errors import BakerError, ChecksumError
 from baker.sources.cache import DownloadCache, DownloadCancelled, DownloadError, default_cache_root
-from baker.sources.checksum import Checksum, resolve_checksum
+from baker.sources.source import fetch_source, resolve_checksum
+from baker.template.model import CloudImageSource
 
 IMAGE = os.urandom(300_000) + b"baker-image"
 IMAGE_SHA256 = hashlib.sha256(IMAGE).hexdigest()
@@ -161,7 +163,7 @@ def test_download_then_hit_without_network(server: Server, cache: DownloadCache)
     again = cache.fetch([server.url + "/img.qcow2"], PINNED)
     assert again == path
     # the same digest written differently is the same cache entry (Packer #9595)
-    assert cache.fetch([server.url + "/img.qcow2"], IMAGE_SHA256) == path
+    assert cache.fetch([server.url + "/img.qcow2"], parse_checksum(IMAGE_SHA256)) == path
     [entry] = cache.list()
     assert entry.sha256 == IMAGE_SHA256 and entry.size == len(IMAGE)
     assert entry.urls == (server.url + "/img.qcow2",)
@@ -274,7 +276,7 @@ def test_unpinned_revalidates_with_etag(server: Server, cache: DownloadCache,
     with caplog.at_level(logging.WARNING, logger="baker.sources"):
         first = cache.fetch([url], Checksum(None, None))
     assert "not reproducible" in caplog.text
-    assert cache.fetch([url], "none") == first  # 304 Not Modified
+    assert cache.fetch([url], resolve_checksum("none", url, cache)) == first  # 304 Not Modified
     assert server.hits[url.removeprefix(server.url)] == 2
     server.etag = '"v2"'
     server.files["/img.qcow2"] = b"changed upstream"
@@ -287,12 +289,12 @@ def test_sums_file_over_http(server: Server, cache: DownloadCache) -> None:
     spec = f"file:{server.url}/SHA256SUMS"
     url = server.url + "/img.qcow2"
     assert resolve_checksum(spec, url, cache) == PINNED
-    assert cache.fetch([url], spec).read_bytes() == IMAGE
+    assert fetch_source(CloudImageSource(url=url, checksum=spec), cache).read_bytes() == IMAGE
     with pytest.raises(ChecksumError, match=r"no entry for 'nope\.qcow2'.*img\.qcow2, other\.iso"):
         resolve_checksum(spec, server.url + "/nope.qcow2", cache)
     server.close()  # offline: the last copy of the SUMS file still resolves, the image comes from cache
     assert resolve_checksum(spec, url, cache) == PINNED
-    assert cache.fetch([url], spec).read_bytes() == IMAGE
+    assert fetch_source(CloudImageSource(url=url, checksum=spec), cache).read_bytes() == IMAGE
 
 
 def test_local_path_verified_in_place(tmp_path: Path, cache: DownloadCache) -> None:
@@ -351,7 +353,7 @@ CHILD = textwrap.dedent(
     import sys
     from pathlib import Path
     from baker.sources.cache import DownloadCache
-    from baker.sources.checksum import Checksum
+    from baker.checksum import Checksum
     path = DownloadCache(Path(sys.argv[1])).fetch([sys.argv[2]], Checksum("sha256", sys.argv[3]))
     print(path)
     """
@@ -379,8 +381,8 @@ def test_two_processes_download_once(server: Server, tmp_path: Path) -> None:
 
 
 def test_fetch_source_blocks(server: Server, tmp_path: Path, cache: DownloadCache) -> None:
-    from baker.sources import fetch_source, source_urls
-    from baker.template.model import CloudImageSource, IsoSource
+    from baker.sources import source_urls
+    from baker.template.model import IsoSource
 
     (tmp_path / "SHA256SUMS").write_text(f"{IMAGE_SHA256}  img.qcow2\n")
     (tmp_path / "img.qcow2").write_bytes(IMAGE)

@@ -7,18 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from baker.errors import ChecksumError
-from baker.sources.cache import DownloadCache
-from baker.sources.checksum import (
+from baker.checksum import (
+    ALGOS,
     Checksum,
     ChecksumFileRef,
     ChecksumSpecError,
     lookup_sums,
     parse_checksum,
     parse_sums,
-    resolve_checksum,
     url_basename,
 )
+from baker.errors import ChecksumError
+from baker.sources.cache import DownloadCache
+from baker.sources.source import resolve_checksum
 
 DATA = b"hello baker\n"
 SHA256 = hashlib.sha256(DATA).hexdigest()
@@ -48,6 +49,15 @@ SHA1 = hashlib.sha1(DATA).hexdigest()
 )
 def test_parse_forms(spec: str, expected: object) -> None:
     assert parse_checksum(spec) == expected
+
+
+@pytest.mark.parametrize("algo", sorted(ALGOS))
+def test_every_algorithm_bare_and_prefixed(algo: str) -> None:
+    digest = hashlib.new(algo, DATA).hexdigest()
+    assert parse_checksum(digest) == Checksum(algo, digest)
+    assert parse_checksum(f"{algo}:{digest}") == Checksum(algo, digest)
+    with pytest.raises(ChecksumSpecError, match=f"{algo} needs {ALGOS[algo]} hex digits"):
+        parse_checksum(f"{algo}:{digest}0")
 
 
 @pytest.mark.parametrize(

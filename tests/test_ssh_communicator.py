@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_ssh_server import FakeSlirp, LocalSSHD, free_port, kill_quietly, local_sshd, needs_sshd
 
 from baker.communicator.ssh import (
     CommandTimeout,
@@ -25,6 +24,7 @@ from baker.communicator.ssh import (
 )
 from baker.keys import generate_build_keys
 from baker.secrets import MASK, MASKER
+from tests.helpers.sshd import FakeSlirp, LocalSSHD, free_port, kill_quietly, local_sshd, needs_sshd
 
 
 @pytest.fixture(scope="module")

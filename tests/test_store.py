@@ -12,7 +12,7 @@ import pytest
 
 from baker.store import Store, StoreError
 from baker.store.record import record_dir
-from tests.lifecycle_fixtures import image_dir
+from tests.helpers.lifecycle import image_dir
 
 
 def record(store_root: Path, tmp: Path, version: str, base: str | None = None, **kw) -> None:

@@ -42,10 +42,12 @@ KEYS = ["name", "source", "cloud_image", "iso", "url", "iso_url", "iso_urls", "c
         "type", "ssh_timeout", "provisioners", "inline", "script", "scripts", "environment",
         "environment_vars", "source", "destination", "content", "direction", "exports", "compress",
         "variables", "default", "required", "sensitive", "boot_command", "http_content", "cd_files",
-        "user_data", "cloud_init", "shutdown", "generalize", "<<", "x-any", "valid_exit_codes"]
+        "user_data", "cloud_init", "shutdown", "generalize", "<<", "x-any", "valid_exit_codes", "post",
+        "types", "checksum_types"]
 TEXTS = ["shell", "file", "shell-local", "none", "qcow2", "8G", "10m", "uefi", "{{ var.x }}", "{{ name }}",
          "{{", "}}", "{% if %}", "{{ build.http_ip }}", "{{ .HTTPIP }}", "sha256:abc", "file:x", "0644",
-         "{{ 1/0 }}", "{{ var.x | int }}", "${#a}", "{##", "a=b", "-device", "download"]
+         "{{ 1/0 }}", "{{ var.x | int }}", "${#a}", "{##", "a=b", "-device", "download", "checksum", "sha512",
+         "htp://x", "file://h/x"]
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
@@ -111,7 +113,7 @@ def test_random_yaml_text(text: str) -> None:
 def test_random_values_under_a_valid_template(value: Any) -> None:
     base = {"name": "t", "source": {"cloud_image": {"url": "https://x/y.qcow2"}}}
     for section, key in [("machine", "cpus"), ("provisioners", None), ("source", "cloud_init"),
-                         ("exports", None), ("communicator", "ssh_port")]:
+                         ("exports", None), ("communicator", "ssh_port"), ("post", None)]:
         doc = dict(base)
         doc[section] = value if key is None else {key: value}
         _load(yaml.safe_dump(doc).encode())

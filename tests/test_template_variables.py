@@ -12,7 +12,8 @@ import pytest
 from baker.errors import TemplateError, TemplateErrors
 from baker.secrets import MASKER
 from baker.template import load_template, render_late, template_to_dict
-from tests.template_fixtures import fake_exporters  # noqa: F401 - autouse fixture
+
+pytestmark = pytest.mark.usefixtures("fake_exporters")  # a stand-in qcow2-only registry
 
 HEAD = "name: t\nsource:\n  cloud_image:\n    url: https://example.org/base.qcow2\n"
 

@@ -17,7 +17,6 @@ from baker.export.base import (
     BaseExporter,
     ExportContext,
     ExportedFile,
-    Exporter,
     ExportError,
     ExportResult,
     VMSpec,
@@ -34,17 +33,17 @@ from baker.fsutil import atomic_write, file_digest
 
 __all__ = [
     "EXPORTERS",
+    "BaseExporter",
     "ExportContext",
     "ExportError",
     "ExportResult",
     "ExportedFile",
-    "Exporter",
     "VMSpec",
     "run_exports",
     "write_sha256sums",
 ]
 
-EXPORTERS: dict[str, type[Exporter]] = {
+EXPORTERS: dict[str, type[BaseExporter]] = {
     cls.type_name: cls
     for cls in (Qcow2Exporter, RawExporter, GceExporter, VmdkExporter, OvaExporter, OvfExporter,
                 VhdExporter, VhdxExporter, VagrantExporter, LibvirtExporter)
@@ -79,7 +78,7 @@ def _exporter(type_name: str) -> BaseExporter:
     if cls is None:
         raise ExportError(f"unknown export type '{type_name}'",
                           hint=f"known types: {', '.join(sorted(EXPORTERS))}")
-    return cls()  # type: ignore[return-value]
+    return cls()
 
 
 def plan_outputs(vm: VMSpec, specs: list[tuple[str, Any]]) -> dict[str, str]:

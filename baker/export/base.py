@@ -22,7 +22,7 @@ import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal
 
 from baker.errors import BakerError
 from baker.fsutil import file_digest, remove
@@ -82,13 +82,6 @@ class ExportResult:
     type: str
     files: list[ExportedFile]
     seconds: float
-
-
-class Exporter(Protocol):
-    type_name: ClassVar[str]
-    Options: ClassVar[type]
-
-    def export(self, ctx: ExportContext, options: Any) -> ExportResult: ...
 
 
 def help_field(default: Any, text: str) -> Any:
@@ -288,14 +281,19 @@ def tar_epoch() -> int:
 # --- the exporter skeleton -------------------------------------------------------------------------
 
 class BaseExporter:
-    """Validates options, stages outputs, times and logs the export; subclasses implement `build`."""
+    """The exporter contract, and its skeleton: validates options, stages outputs, times and logs the
+    export; subclasses set `type_name` and `Options` and implement `outputs` and `build`."""
 
     type_name: ClassVar[str]
     Options: ClassVar[type]
+    #: a single-file export only sets this: it writes options.filename, or `<vm name><suffix>`
+    suffix: ClassVar[str | None] = None
 
     def outputs(self, vm: VMSpec, options: Any) -> list[str]:
         """File names this export will write into output_dir (checked for collisions up front)."""
-        raise NotImplementedError
+        if self.suffix is None:
+            raise NotImplementedError
+        return [options.filename or f"{vm.name}{self.suffix}"]
 
     def shared_outputs(self, vm: VMSpec, options: Any) -> list[str]:
         """Outputs that other exports of the same type may update too (under a lock), e.g. a catalog."""

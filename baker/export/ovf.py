@@ -279,9 +279,7 @@ class OvaExporter(BaseExporter):
 
     type_name = "ova"
     Options: ClassVar[type] = OvaOptions
-
-    def outputs(self, vm: VMSpec, options: Any) -> list[str]:
-        return [options.filename or f"{vm.name}.ova"]
+    suffix = ".ova"
 
     def validate(self, vm: VMSpec, options: Any) -> None:
         _check_ovf_options(self.type_name, options)

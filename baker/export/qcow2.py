@@ -56,9 +56,7 @@ def write_qcow2(ctx: ExportContext, dest: Path, *, compress: bool = False, compr
 class Qcow2Exporter(BaseExporter):
     type_name = "qcow2"
     Options: ClassVar[type] = Qcow2Options
-
-    def outputs(self, vm: VMSpec, options: Any) -> list[str]:
-        return [options.filename or f"{vm.name}.qcow2"]
+    suffix = ".qcow2"
 
     def validate(self, vm: VMSpec, options: Any) -> None:
         cs = options.cluster_size

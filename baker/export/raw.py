@@ -14,7 +14,6 @@ from baker.export.base import (
     ExportError,
     GiB,
     Staging,
-    VMSpec,
     convert,
     help_field,
     master_info,
@@ -34,9 +33,7 @@ class RawExporter(BaseExporter):
 
     type_name = "raw"
     Options: ClassVar[type] = RawOptions
-
-    def outputs(self, vm: VMSpec, options: Any) -> list[str]:
-        return [options.filename or f"{vm.name}.raw"]
+    suffix = ".raw"
 
     def build(self, ctx: ExportContext, options: Any, stage: Staging, scratch: Path) -> None:
         (name,) = self.outputs(ctx.vm, options)
@@ -56,9 +53,7 @@ class GceExporter(BaseExporter):
 
     type_name = "gce"
     Options: ClassVar[type] = GceOptions
-
-    def outputs(self, vm: VMSpec, options: Any) -> list[str]:
-        return [options.filename or f"{vm.name}.tar.gz"]
+    suffix = ".tar.gz"
 
     def build(self, ctx: ExportContext, options: Any, stage: Staging, scratch: Path) -> None:
         (name,) = self.outputs(ctx.vm, options)

@@ -127,9 +127,7 @@ class VhdOptions:
 class VhdExporter(BaseExporter):
     type_name = "vhd"
     Options: ClassVar[type] = VhdOptions
-
-    def outputs(self, vm: VMSpec, options: Any) -> list[str]:
-        return [options.filename or f"{vm.name}.vhd"]
+    suffix = ".vhd"
 
     def validate(self, vm: VMSpec, options: Any) -> None:
         if vm.disk_size > MAX_SIZE:

@@ -172,9 +172,7 @@ def check_vmdk_options(type_name: str, options: Any) -> None:
 class VmdkExporter(BaseExporter):
     type_name = "vmdk"
     Options: ClassVar[type] = VmdkOptions
-
-    def outputs(self, vm: VMSpec, options: Any) -> list[str]:
-        return [options.filename or f"{vm.name}.vmdk"]
+    suffix = ".vmdk"
 
     def validate(self, vm: VMSpec, options: Any) -> None:
         check_vmdk_options(self.type_name, options)

@@ -2,7 +2,9 @@
 
 The probe runs a 64 KiB firmware whose reset vector writes to QEMU's isa-debug-exit port: a working
 accelerator exits in milliseconds; a broken one fails to start or hangs and is killed after a few
-seconds. Results are cached per host boot (boot_id) so the probe costs nothing on later builds.
+seconds. A probe that only runs a reset vector is not a guest kernel, so a passing probe is only the
+first check: the start-vm step watches the real boot too and records KVM as broken here when it fails
+(`mark_kvm_broken`). Results are cached per host boot (boot_id): later builds pay nothing.
 """
 
 from __future__ import annotations
@@ -11,18 +13,22 @@ import fcntl
 import json
 import logging
 import os
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from baker.errors import BakerError
+from baker.errors import BakerError, CommandError
+from baker.paths import cache_root
+from baker.proc import run
 
 log = logging.getLogger("baker.machine")
 
 _KVM_GET_API_VERSION = 0xAE00
 _PROBE_EXIT = (0x42 << 1) | 1  # isa-debug-exit turns a write of v into exit status (v << 1) | 1
+
+
+ACCELERATORS = ("auto", "kvm", "tcg")
 
 
 @dataclass(frozen=True)
@@ -43,11 +49,9 @@ def _probe_firmware() -> bytes:
     return bytes(bios)
 
 
-def _cache_file() -> Path:
-    root = os.environ.get("BAKER_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "baker"
-    )
-    return Path(root) / "accel-probe.json"
+def cache_file() -> Path:
+    """The per-host-boot record of what KVM did here; deleting it makes the next build probe again."""
+    return cache_root() / "accel-probe.json"
 
 
 def _boot_id() -> str:
@@ -81,10 +85,10 @@ def probe_kvm(qemu_binary: str = "qemu-system-x86_64", timeout: float = 4.0) -> 
                 "-bios", str(bios), "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-no-reboot"]
         start = time.monotonic()
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired:
+            proc = run(argv, timeout=timeout, check=False)
+        except CommandError:  # only raised here for the timeout
             return f"a test guest under KVM did not finish within {timeout:.0f}s (KVM hangs on this host)"
-        except FileNotFoundError:
+        except BakerError:
             return f"{qemu_binary} not found"
         if proc.returncode != _PROBE_EXIT:
             err = proc.stderr.strip().splitlines()[-1:] or [f"exit code {proc.returncode}"]
@@ -95,25 +99,43 @@ def probe_kvm(qemu_binary: str = "qemu-system-x86_64", timeout: float = 4.0) -> 
 
 def kvm_problem(qemu_binary: str) -> str | None:
     """Probe once per host boot; `mark_kvm_broken` records failures seen later in a real boot."""
-    cache = _cache_file()
-    key = f"{_boot_id()}:{qemu_binary}"
-    try:
-        data = json.loads(cache.read_text())
-    except (OSError, ValueError):
-        data = {}
-    if key in data:
-        return data[key] or None
+    recorded = recorded_kvm_problem(qemu_binary)
+    if recorded is not None:
+        return recorded or None
     problem = probe_kvm(qemu_binary)
-    _store(key, problem or "")
+    _store(_key(qemu_binary), problem or "")
     return problem
 
 
+def recorded_kvm_problem(qemu_binary: str) -> str | None:
+    """What this host boot's record says: None if never probed, "" if KVM worked, else the reason."""
+    try:
+        data = json.loads(cache_file().read_text())
+    except (OSError, ValueError):
+        return None
+    value = data.get(_key(qemu_binary))
+    return value if isinstance(value, str) else None
+
+
+def forget_kvm_results() -> bool:
+    """Drop the record so the next build probes again (after fixing the host); True if one existed."""
+    try:
+        cache_file().unlink()
+        return True
+    except FileNotFoundError:
+        return False
+
+
+def _key(qemu_binary: str) -> str:
+    return f"{_boot_id()}:{qemu_binary}"
+
+
 def mark_kvm_broken(qemu_binary: str, reason: str) -> None:
-    _store(f"{_boot_id()}:{qemu_binary}", reason)
+    _store(_key(qemu_binary), reason)
 
 
 def _store(key: str, value: str) -> None:
-    cache = _cache_file()
+    cache = cache_file()
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -130,8 +152,12 @@ def _store(key: str, value: str) -> None:
 
 def choose_accelerator(requested: str, qemu_binary: str = "qemu-system-x86_64") -> AccelChoice:
     """auto → KVM if it really runs guests, else TCG with a reason; kvm → fail fast if it cannot."""
-    if os.environ.get("BAKER_ACCEL"):  # an operator's override, e.g. on hosts with flaky KVM
-        requested = os.environ["BAKER_ACCEL"]
+    override = os.environ.get("BAKER_ACCEL", "").strip()
+    if override:  # an operator's override, e.g. on hosts with flaky KVM
+        if override not in ACCELERATORS:
+            raise BakerError(f"BAKER_ACCEL={override!r} is not an accelerator",
+                             hint=f"use one of {', '.join(ACCELERATORS)}")
+        requested = override
     if requested == "tcg":
         return AccelChoice("tcg", requested)
     problem = kvm_problem(qemu_binary)

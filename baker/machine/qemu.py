@@ -7,14 +7,17 @@ even when baker is SIGKILLed.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +26,9 @@ from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from baker.errors import BakerError
+from baker.machine import registry
+from baker.machine.health import Gone, HealthMonitor
+from baker.proc import spawn
 
 log = logging.getLogger("baker.machine")
 
@@ -81,6 +87,16 @@ class MachineSpec:
     def stderr_log(self) -> Path:
         return self.work_dir / "qemu-stderr.log"
 
+    @property
+    def events_socket(self) -> Path:
+        """A second QMP monitor, only for the health monitor: it never queues behind other commands."""
+        return self.work_dir / "qmp-events.sock"
+
+    @property
+    def firmware_log(self) -> Path:
+        """SeaBIOS's debug console (port 0x402): shows progress before the bootloader prints."""
+        return self.work_dir / "firmware.log"
+
 
 def build_argv(spec: MachineSpec) -> list[str]:
     """The exact argv, in a fixed order; template `qemuargs` are appended, never replacing ours."""
@@ -92,11 +108,19 @@ def build_argv(spec: MachineSpec) -> list[str]:
         "-smp", str(spec.cpus),
         "-nodefaults", "-no-user-config", "-display", "none", "-vga", "std",
         "-S",
-        "-qmp", f"unix:{spec.qmp_socket},server=on,wait=off",
+        # relative to the work dir (QEMU runs there): a socket path is limited to 107 bytes, a
+        # TMPDIR is not
+        "-qmp", f"unix:{spec.qmp_socket.name},server=on,wait=off",
+        "-qmp", f"unix:{spec.events_socket.name},server=on,wait=off",
         "-chardev", f"file,id=serial0,path={spec.serial_log}",
         "-serial", "chardev:serial0",
         "-device", "virtio-rng-pci",
+        # a kernel panic becomes a GUEST_PANICKED event, and the guest stays paused for a screenshot
+        "-device", "pvpanic", "-action", "panic=pause",
     ]
+    if spec.pflash_code is None:
+        argv += ["-chardev", f"file,id=fwlog,path={spec.firmware_log}",
+                 "-device", "isa-debugcon,iobase=0x402,chardev=fwlog"]
     if spec.cpu_model:
         argv += ["-cpu", spec.cpu_model]
     if spec.pflash_code:
@@ -170,7 +194,7 @@ def _set_pdeathsig() -> None:  # runs in the child between fork and exec
 
 
 class Machine:
-    """A running QEMU. Thread-safe QMP; `alive()` lets waiters notice a dead QEMU within seconds."""
+    """A running QEMU. Thread-safe QMP; `alive()` notices a dead QEMU or a stopped guest in seconds."""
 
     def __init__(self, spec: MachineSpec) -> None:
         self.spec = spec
@@ -179,8 +203,9 @@ class Machine:
         self._qmp: QEMUMonitorProtocol | None = None
         self._qmp_lock = threading.Lock()
         self.host_ports: dict[int, int] = {}
-        self.started_at = 0.0
-        self._expected_exit = False
+        self.health: HealthMonitor | None = None
+        #: run with the Gone reason when the guest is found stopped (from the monitor's thread)
+        self.on_gone: list[Callable[[Gone], None]] = []
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, connect_timeout: float = 30.0) -> None:
@@ -189,19 +214,24 @@ class Machine:
         log.info("starting QEMU: %s", " ".join(self.argv))
         stderr = open(self.spec.stderr_log, "wb")  # noqa: SIM115 - handed to the child
         try:
-            self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
-                preexec_fn=_set_pdeathsig, close_fds=True,
-            )
-        except FileNotFoundError as e:
-            raise BakerError(f"{self.spec.qemu_binary}: not found",
-                             hint="install qemu-system-x86 (apt-get install qemu-system-x86)") from e
+            self.proc = spawn(self.argv, stdout=stderr, stderr=stderr, preexec_fn=_set_pdeathsig,
+                              cwd=self.spec.work_dir,
+                              hint="install qemu-system-x86 (apt-get install qemu-system-x86)")
         finally:
             stderr.close()
-        self.started_at = time.monotonic()
+        registry.register(self.proc.pid)
         self._connect_qmp(connect_timeout)
         self.host_ports = self._read_forwards()
+        self.health = HealthMonitor(connect=self._connect_events, stderr_log=self.spec.stderr_log,
+                                    is_running=lambda: self.proc is not None and self.proc.poll() is None,
+                                    on_gone=self.on_gone)
+        self.health.start()
         self.qmp("cont")
+
+    def _connect_events(self) -> QEMUMonitorProtocol:
+        mon = QEMUMonitorProtocol(_unix_socket(self.spec.events_socket))
+        mon.connect()
+        return mon
 
     def _connect_qmp(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -209,17 +239,17 @@ class Machine:
             if (why := self.alive()) is not None:
                 raise BakerError(f"QEMU failed to start: {why}")
             if self.spec.qmp_socket.exists():
-                mon = QEMUMonitorProtocol(str(self.spec.qmp_socket))
+                mon = None
                 try:
+                    mon = QEMUMonitorProtocol(_unix_socket(self.spec.qmp_socket))
                     mon.connect()
                     self._qmp = mon
                     return
                 except Exception as e:  # retried until the deadline
                     last = e
-                    try:
-                        mon.close()
-                    except Exception:
-                        pass
+                    if mon is not None:
+                        with contextlib.suppress(Exception):
+                            mon.close()
             else:
                 last = None
             if time.monotonic() > deadline:
@@ -241,15 +271,32 @@ class Machine:
         return self.proc.pid if self.proc else None
 
     def alive(self) -> str | None:
-        """None while QEMU runs; otherwise why it is gone, with its stderr tail."""
+        """None while the guest can still make progress; otherwise why not, with QEMU's stderr tail."""
         if self.proc is None:
             return "QEMU was not started"
         rc = self.proc.poll()
         if rc is None:
-            return None
+            g = self.gone()
+            if g is None:
+                return None
+            tail = self.stderr_tail(5)
+            text = f"{g.reason} (QEMU pid {self.proc.pid} still running; stopped by baker)"
+            return text + (f"\n{tail}" if tail else "") + (f"\n  hint: {g.hint}" if g.hint else "")
         sig = f" (killed by {signal.Signals(-rc).name})" if rc < 0 else ""
         tail = self.stderr_tail(5)
-        return f"QEMU exited with code {rc}{sig}" + (f": {tail}" if tail else "")
+        g = self.gone()
+        why = f" after: {g.reason}" if g is not None else ""
+        return f"QEMU exited with code {rc}{sig}{why}" + (f": {tail}" if tail else "")
+
+    def gone(self) -> Gone | None:
+        """Why the guest stopped while QEMU still runs (internal-error, panic, io-error, ...), or None."""
+        g = self.health.check_now() if self.health is not None else None
+        if g is not None and g.state == "guest-panicked" and "Kernel panic" not in g.reason:
+            panic = [line for line in _tail(self.spec.serial_log, 400).splitlines() if "Kernel panic" in line]
+            if panic:  # the kernel's own words sit above the stack dump the serial tail shows
+                words = panic[-1].split("] ", 1)[-1].strip()
+                g = Gone(f"{g.reason}: {words}", g.state, g.hint, g.kvm_failure)
+        return g
 
     def qmp(self, command: str, **args: Any) -> Any:
         """Run a QMP command; a QEMU that went away mid-command becomes a BakerError saying why."""
@@ -269,11 +316,13 @@ class Machine:
 
     def powerdown(self) -> None:
         """ACPI power button: the guest shuts down cleanly if it listens (systemd-logind/acpid)."""
-        self._expected_exit = True
+        self.expect_exit()
         self.qmp("system_powerdown")
 
     def expect_exit(self) -> None:
-        self._expected_exit = True
+        """From now on the guest powering off is the plan, not a failure."""
+        if self.health is not None:
+            self.health.expect_exit()
 
     def wait_exit(self, timeout: float) -> bool:
         if self.proc is None:
@@ -286,7 +335,7 @@ class Machine:
 
     def stop(self, grace: float = 5.0) -> None:
         """Make sure QEMU is gone: QMP quit, then SIGTERM, then SIGKILL. Safe to call twice."""
-        self._expected_exit = True
+        self.expect_exit()
         if self.proc is not None and self.proc.poll() is None:
             try:
                 if self._qmp is not None:
@@ -299,6 +348,10 @@ class Machine:
                 if not self.wait_exit(grace):
                     self.proc.kill()
                     self.proc.wait()
+        if self.health is not None:
+            self.health.stop()
+        if self.proc is not None:
+            registry.unregister(self.proc.pid)
         self._close_qmp()
 
     def _close_qmp(self) -> None:
@@ -324,6 +377,23 @@ class Machine:
 
     def stderr_tail(self, lines: int = 10) -> str:
         return _tail(self.spec.stderr_log, lines)
+
+    def firmware_tail(self, lines: int = 10) -> str:
+        return _tail(self.spec.firmware_log, lines)
+
+
+def _unix_socket(path: Path) -> socket.socket:
+    """A connected socket to `path`, however long its directory's name (sun_path holds 107 bytes)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dir_fd = os.open(path.parent, os.O_PATH | os.O_CLOEXEC)
+    try:
+        sock.connect(f"/proc/self/fd/{dir_fd}/{path.name}")
+    except OSError:
+        sock.close()
+        raise
+    finally:
+        os.close(dir_fd)
+    return sock
 
 
 def _tail(path: Path, lines: int) -> str:

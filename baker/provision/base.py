@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import logging
-import re
 import threading
 import uuid
 from collections.abc import Mapping
@@ -12,12 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from baker.communicator.ssh import ENV_NAME_HINT, bad_env_name
 from baker.errors import BakerError
 
 if TYPE_CHECKING:
     from baker.communicator.ssh import SSHCommunicator
-
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass
@@ -49,27 +47,36 @@ class ProvisionCancelled(BakerError):
     """The build was cancelled while a provisioner waited or ran."""
 
 
+def summary(p: Any, *, first_line: bool = False) -> str:
+    """What a provisioner runs: its scripts, `source -> destination`, or `inline` (with `first_line`,
+    the first inline command, cut to 40 characters). The one source of provisioner labels."""
+    scripts = [s for s in [getattr(p, "script", None), *getattr(p, "scripts", [])] if s]
+    if scripts:
+        return ", ".join(str(s) for s in scripts)
+    inline = getattr(p, "inline", None)
+    if inline:
+        if not first_line:
+            return "inline"
+        return inline[0] if len(inline[0]) <= 40 else inline[0][:37] + "..."
+    if getattr(p, "destination", None):
+        return f"{p.source or 'content'} -> {p.destination}"
+    return ""
+
+
 def describe(p: Any, index: int | None) -> str:
     """`provisioner[2] shell "install nginx" (scripts/setup.sh)`: enough to find it in the template."""
     head = f"provisioner[{index}] {p.type}" if index is not None else f"provisioner {p.type}"
     if getattr(p, "name", None):
         head += f' "{p.name}"'
-    scripts = [s for s in [getattr(p, "script", None), *getattr(p, "scripts", [])] if s]
-    if scripts:
-        head += " (" + ", ".join(str(s) for s in scripts) + ")"
-    elif getattr(p, "inline", None):
-        head += " (inline)"
-    elif getattr(p, "destination", None):
-        head += f" ({p.source or 'content'} -> {p.destination})"
-    return head
+    what = summary(p)
+    return f"{head} ({what})" if what else head
 
 
 def merged_env(ctx: ProvisionContext, environment: Mapping[str, Any], what: str) -> dict[str, str]:
     env = {**ctx.build_env, **{k: "" if v is None else str(v) for k, v in environment.items()}}
-    for k in env:
-        if not _ENV_NAME.match(k):
-            raise ProvisionError(what, f"invalid environment variable name {k!r}",
-                                 hint="use letters, digits and underscores, not starting with a digit")
+    bad = bad_env_name(env)
+    if bad is not None:
+        raise ProvisionError(what, f"invalid environment variable name {bad!r}", hint=ENV_NAME_HINT)
     return env
 
 

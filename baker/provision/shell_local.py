@@ -1,7 +1,7 @@
 """The `shell-local` provisioner: commands on the build host, streamed to the log, secrets masked.
 
-Uses Popen rather than baker.proc.run because output must stream line by line while the command runs,
-and a timeout or cancel must kill the whole process group.
+Started with baker.proc.spawn rather than run() because output must stream line by line while the
+command runs, and a timeout or cancel must kill the whole process group.
 """
 
 from __future__ import annotations
@@ -9,13 +9,14 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import shlex
 import signal
 import subprocess
 import threading
 import time
 from typing import IO
 
+from baker.errors import BakerError
+from baker.proc import spawn
 from baker.provision.base import (
     ProvisionCancelled,
     ProvisionContext,
@@ -53,7 +54,7 @@ def commands_of(p: ShellLocalProvisioner, ctx: ProvisionContext, what: str) -> l
 
 def run_shell_local(p: ShellLocalProvisioner, ctx: ProvisionContext) -> None:
     what = describe(p, ctx.index)
-    env = {**os.environ, **merged_env(ctx, p.environment, what)}
+    env = merged_env(ctx, p.environment, what)  # spawn adds it on top of the host's environment
     timeout = parse_duration(p.timeout) if p.timeout else None
     deadline = None if timeout is None else time.monotonic() + timeout
     commands = commands_of(p, ctx, what)
@@ -71,15 +72,15 @@ def run_shell_local(p: ShellLocalProvisioner, ctx: ProvisionContext) -> None:
 def run_streaming(argv: list[str], *, env: dict[str, str], ctx: ProvisionContext, deadline: float | None,
                   what: str) -> tuple[int, list[str]]:
     """Run argv in its own process group, log each output line as it comes; kill on timeout/cancel."""
-    ctx.log.debug("$ %s", MASKER.mask(shlex.join(argv)))
     tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
     lock = threading.Lock()
     try:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env, cwd=ctx.template_dir,
-                                start_new_session=True)
-    except OSError as e:
-        raise ProvisionError(what, f"cannot run {argv[0]}: {e.strerror}") from e
+        proc = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=ctx.template_dir,
+                     start_new_session=True)
+    except (BakerError, OSError) as e:
+        cause = e.__cause__ if isinstance(e, BakerError) else e  # spawn wraps a missing interpreter
+        reason = cause.strerror if isinstance(cause, OSError) else str(e)
+        raise ProvisionError(what, f"cannot run {argv[0]}: {reason}") from e
 
     def pump(stream: IO[bytes], prefix: str) -> None:
         for raw in iter(stream.readline, b""):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from baker.checksum import Checksum, ChecksumFileRef, parse_checksum
 from baker.sources.cache import CacheEntry, DownloadCache, DownloadCancelled, DownloadError
-from baker.sources.checksum import Checksum, ChecksumFileRef, parse_checksum, resolve_checksum
 from baker.sources.disk import ImageInfo, create_empty_disk, prepare_build_disk, probe_image
-from baker.sources.source import fetch_source, source_urls
+from baker.sources.source import fetch_source, resolve_checksum, source_urls
 
 __all__ = [
     "CacheEntry",

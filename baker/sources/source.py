@@ -1,13 +1,16 @@
-"""Glue from the template's source blocks to the cache: which URLs, which checksum, where paths start."""
+"""Glue from the template's source blocks to the cache: which URLs, which checksum, where paths start.
+
+The one fetch path: the build's fetch step and API callers both go through `fetch_source`.
+"""
 
 from __future__ import annotations
 
 import threading
 from pathlib import Path
 
+from baker.checksum import NONE, Checksum, ChecksumFileRef, lookup_sums, parse_checksum
 from baker.errors import BakerError
 from baker.sources.cache import DownloadCache, Progress, local_path
-from baker.sources.checksum import ChecksumFileRef, parse_checksum, resolve_checksum
 from baker.template.model import CloudImageSource, IsoSource
 
 
@@ -36,6 +39,24 @@ def source_checksum_spec(src: CloudImageSource | IsoSource, base_dir: Path | Non
     if isinstance(parsed, ChecksumFileRef):
         return f"file:{_anchor(parsed.location, base_dir)}"
     return spec
+
+
+def resolve_checksum(spec: str, url: str, cache: DownloadCache) -> Checksum:
+    """A concrete Checksum for `url`; for file: refs the SUMS file is fetched (through the cache) and read.
+
+    The SUMS file is itself unpinned: it is revalidated each time, and an offline run falls back to
+    the last copy seen so a cached image still builds without network.
+    """
+    parsed = parse_checksum(spec)
+    if isinstance(parsed, Checksum):
+        return parsed
+    location = parsed.location
+    path = cache.fetch([location], NONE, warn_unpinned=False, stale_ok=True)
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError as e:
+        raise BakerError(f"cannot read checksum file {path}: {e.strerror}") from e
+    return lookup_sums(text, url, source=location)
 
 
 def fetch_source(

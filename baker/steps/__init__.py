@@ -8,6 +8,7 @@ from baker.steps.inventory import InventoryPackages
 from baker.steps.machine import StartMachine, TypeBootCommand
 from baker.steps.media import MakeCD, MakeSeed, ServeHTTP
 from baker.steps.policy import EvaluatePolicy, RunScan
+from baker.steps.post import PostStep
 from baker.steps.prepare import PrepareDirs
 from baker.steps.provenance import WriteProvenance
 from baker.steps.provision import Provision
@@ -38,4 +39,5 @@ def plan_steps(t: Template) -> list:
     if t.scan is not None:
         steps.append(RunScan())
     steps += [RecordManifest(), WriteProvenance(), Publish(), RecordInStore()]
+    steps += [PostStep(i, p) for i, p in enumerate(t.post, 1)]
     return steps

@@ -41,6 +41,8 @@ class WaitForSSH:
         finally:
             stop_dumps.set()
         s.comm = comm
+        # a guest that stops (panic, io-error, pause) unblocks any SSH or SFTP call at once
+        machine.on_gone.append(lambda _gone: comm.close())
 
     def _dumps(self, s: BuildState, interval: float, stop: threading.Event) -> None:
         n = 0

@@ -1,20 +1,77 @@
-"""Start QEMU (with a KVM watchdog that falls back to TCG) and type the boot command."""
+"""Start QEMU (watching a KVM boot closely, falling back to TCG under `auto`) and type the boot command."""
 
 from __future__ import annotations
 
+import shutil
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 from baker.errors import BakerError
-from baker.machine.accel import choose_accelerator, mark_kvm_broken
+from baker.machine.accel import AccelChoice, choose_accelerator, mark_kvm_broken
+from baker.machine.health import Gone
 from baker.machine.qemu import Drive, Machine, MachineSpec
-from baker.pipeline import register_pid, unregister_pid
 from baker.proc import run
 from baker.state import BuildState
 from baker.units import parse_duration
 
-# A guest under a working KVM prints on the serial console within a few seconds; on hosts where
-# /dev/kvm opens but guests hang (nested virt gone wrong), nothing ever appears.
-KVM_WATCHDOG_SECONDS = 20.0
+# How a KVM boot is judged before the build relies on it. Broken KVM shows up in three ways here:
+# nothing at all on the serial console; the firmware starts (SeaBIOS's debug console) and then stalls;
+# or the bootloader prints, the kernel starts and KVM stops it with an emulation failure. The first two
+# are silences, the third is an event the health monitor reports; all end the trial within seconds.
+KVM_NO_OUTPUT_SECONDS = 20.0  # no byte on the serial console by then: hung
+KVM_STALL_SECONDS = 8.0  # firmware log and serial console both silent this long before the OS prints
+KVM_SETTLE_SECONDS = 10.0  # the guest must keep running this long after its first serial output
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    ok: bool
+    reason: str = ""
+    seconds: float = 0.0
+
+
+def judge_kvm_boot(machine: Machine, *, no_output: float = KVM_NO_OUTPUT_SECONDS,
+                   stall: float = KVM_STALL_SECONDS, settle: float = KVM_SETTLE_SECONDS,
+                   tick: float = 0.25) -> TrialResult:
+    """Watch a fresh KVM boot until it has clearly got past where broken KVM stops guests."""
+    started = time.monotonic()
+    serial, firmware = machine.spec.serial_log, machine.spec.firmware_log
+    last_sizes = (-1, -1)
+    last_change = started
+    first_output: float | None = None
+    while True:
+        now = time.monotonic()
+        if machine.proc is not None and machine.proc.poll() is not None:
+            return TrialResult(True, seconds=now - started)  # it died: the next step reports why
+        g = machine.gone()
+        if g is not None:
+            if g.kvm_failure:
+                return TrialResult(False, g.reason, now - started)
+            return TrialResult(True, seconds=now - started)  # a real guest problem, not KVM's
+        sizes = (_size(serial), _size(firmware))
+        if sizes != last_sizes:
+            last_sizes, last_change = sizes, now
+        if first_output is None and sizes[0] > 0:
+            first_output = now
+        if first_output is not None:
+            if now - first_output >= settle:
+                return TrialResult(True, seconds=now - started)
+        elif now - started >= no_output:
+            return TrialResult(False, f"the guest printed nothing on its serial console within "
+                                      f"{no_output:.0f}s", now - started)
+        elif sizes[1] > 0 and now - last_change >= stall:
+            return TrialResult(False, f"the guest stopped making progress: nothing on the serial console, "
+                                      f"firmware silent for {stall:.0f}s after "
+                                      f"'{machine.firmware_tail(1) or '-'}'", now - started)
+        time.sleep(tick)
+
+
+def _size(p: Path) -> int:
+    try:
+        return p.stat().st_size
+    except OSError:
+        return 0
 
 
 def machine_spec(s: BuildState, accel: str) -> MachineSpec:
@@ -56,48 +113,67 @@ class StartMachine:
 
     def run(self, s: BuildState) -> None:
         m = s.template.machine
-        choice = choose_accelerator(m.accelerator, m.qemu_binary)
+        choice = choose_accelerator(s.options.accelerator or m.accelerator, m.qemu_binary)
         if choice.fell_back:
             s.log.warning("KVM is not usable (%s); falling back to TCG software emulation, which is "
                           "10-50x slower. Set machine.accelerator: tcg to silence this.", choice.reason)
         s.accel = choice
         s.qemu_version = run([m.qemu_binary, "--version"]).stdout.splitlines()[0]
-        self._start(s, choice.accel)
-        if choice.accel == "kvm" and choice.requested == "auto" and not self._kvm_alive(s):
-            reason = f"the guest printed nothing on its serial console within {KVM_WATCHDOG_SECONDS:.0f}s"
-            s.log.warning("KVM guest appears hung (%s); restarting under TCG", reason)
+        if choice.accel != "kvm":
+            self._start(s, choice)
+            return
+        pristine = self._keep_pristine_disk(s)
+        try:
+            self._start(s, choice)
+            trial = judge_kvm_boot(s.machine)
+            if trial.ok:
+                s.log.info("KVM boot looks healthy after %.1fs", trial.seconds)
+                return
+            reason = f"{trial.reason} ({trial.seconds:.1f}s after QEMU started)"
             mark_kvm_broken(m.qemu_binary, reason)
+            if choice.requested == "kvm":
+                raise BakerError(f"accelerator 'kvm' requested but KVM cannot run this guest: {reason}",
+                                 hint="set machine.accelerator: auto (falls back to TCG) or tcg; "
+                                      "`baker doctor` shows what this host can do")
+            s.log.warning("KVM cannot run this guest (%s); recorded for this host boot, restarting under "
+                          "TCG software emulation", reason)
             self.cleanup(s)
-            s.accel = type(choice)("tcg", "auto", reason)
-            self._start(s, "tcg")
+            if pristine is not None and s.disk is not None:
+                pristine.replace(s.disk)  # the failed boot may have touched the disk
+                pristine = None
+            s.accel = AccelChoice("tcg", choice.requested, reason)
+            self._start(s, s.accel)
+        finally:
+            if pristine is not None:
+                pristine.unlink(missing_ok=True)
 
-    def _start(self, s: BuildState, accel: str) -> None:
-        machine = Machine(machine_spec(s, accel))
+    def _keep_pristine_disk(self, s: BuildState) -> Path | None:
+        """A copy of the build disk before a KVM try, so a TCG restart boots what KVM never touched."""
+        if s.disk is None or not s.disk.exists():
+            return None
+        copy = s.disk.with_name(s.disk.name + ".pristine")
+        shutil.copyfile(s.disk, copy)  # an overlay or an empty disk: small
+        return copy
+
+    def _start(self, s: BuildState, choice: AccelChoice) -> None:
+        machine = Machine(machine_spec(s, choice.accel))
+        if choice.accel == "kvm" and choice.requested == "auto":
+            qemu_binary = s.template.machine.qemu_binary
+
+            def record_kvm_failure(g: Gone) -> None:
+                if g.kvm_failure:  # later than the trial: the next build on this host falls back at once
+                    mark_kvm_broken(qemu_binary, g.reason)
+
+            machine.on_gone.append(record_kvm_failure)
         s.machine = machine
         machine.start()
-        if machine.pid:
-            register_pid(machine.pid)
         s.log.info("QEMU running (pid %s, %s); serial console: %s; SSH forwarded from 127.0.0.1:%s",
-                   machine.pid, accel, machine.spec.serial_log,
+                   machine.pid, choice.accel, machine.spec.serial_log,
                    machine.host_ports.get(s.template.communicator.ssh_port, "-"))
-
-    def _kvm_alive(self, s: BuildState) -> bool:
-        deadline = time.monotonic() + KVM_WATCHDOG_SECONDS
-        serial = s.machine.spec.serial_log
-        while time.monotonic() < deadline:
-            if s.machine.alive() is not None:
-                return True  # it died; WaitForSSH reports that with the real reason
-            if serial.stat().st_size > 0:
-                return True
-            time.sleep(0.5)
-        return False
 
     def cleanup(self, s: BuildState) -> None:
         if s.machine is not None:
-            pid = s.machine.pid
             s.machine.stop()
-            if pid:
-                unregister_pid(pid)
 
 
 class TypeBootCommand:
@@ -129,6 +205,9 @@ class TypeBootCommand:
             type_boot_command(actions, execute, key_interval=parse_duration(src.boot_key_interval),
                               serial_log=machine.spec.serial_log, cancel=s.cancel, alive=machine.alive)
         except BakerError:
+            g = machine.gone()
+            if g is not None and g.state == "shutdown":
+                machine.wait_exit(10)  # the SHUTDOWN event comes just before QEMU exits
             if machine.proc is not None and machine.proc.poll() == 0:
                 # the guest powered itself off cleanly (e.g. the command ends an install): not a failure
                 s.log.info("the guest powered off during boot_command; the remaining keys were not needed")

@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
+import time
+
 from baker.errors import BakerError
 from baker.state import BuildState
 from baker.units import parse_duration
+
+
+def _wait_poweroff(machine, timeout: float) -> bool:
+    """Wait for QEMU to exit; a guest that panics or pauses on its way down fails the build now."""
+    deadline = time.monotonic() + timeout
+    while not machine.wait_exit(min(0.5, max(0.0, deadline - time.monotonic()))):
+        g = machine.gone()
+        if g is not None and g.state != "shutdown":
+            raise BakerError(f"the guest stopped while shutting down: {g.reason}",
+                             hint=g.hint or "see the serial console tail")
+        if time.monotonic() >= deadline:
+            return False
+    return True
 
 
 class ShutDown:
@@ -33,7 +48,7 @@ class ShutDown:
             s.log.info("communicator none: waiting up to %.0fs for the guest to power off", timeout)
         else:
             machine.powerdown()
-        if not machine.wait_exit(timeout):
+        if not _wait_poweroff(machine, timeout):
             if comm is None and t.shutdown.command is None:
                 raise BakerError(f"the guest did not power off within {timeout:.0f}s",
                                  hint="raise shutdown.timeout, or check the serial log")
@@ -45,12 +60,17 @@ class ShutDown:
             s.comm = None
 
     def _run_disconnecting(self, s: BuildState, command: str) -> None:
-        from baker.communicator.ssh import SSHDisconnected
+        from baker.communicator.ssh import GuestGone, SSHDisconnected
 
         try:
             rc = s.comm.run(command, timeout=parse_duration(s.template.shutdown.timeout))
         except SSHDisconnected:
             return  # the guest went down under us: that is the point
+        except GuestGone:
+            # QEMU may exit before the SSH session notices; a clean exit is the point too
+            if s.machine.wait_exit(5) and s.machine.proc is not None and s.machine.proc.returncode == 0:
+                return
+            raise
         if rc not in (0, -1, 255):
             raise BakerError(f"shutdown command exited with {rc}",
                              hint="see the output above; the shutdown command must power the guest off")

@@ -16,17 +16,12 @@ class FetchSource:
     def run(self, s: BuildState) -> None:
         from baker.fsutil import file_digest
         from baker.sources.cache import DownloadCache
-        from baker.sources.checksum import resolve_checksum
-        from baker.sources.source import source_checksum_spec, source_urls
+        from baker.sources.source import fetch_source, source_checksum_spec, source_urls
 
         chosen = s.template.source.cloud_image or s.template.source.iso
         if chosen is None:
             raise BakerError("the template has no source", hint="add source.cloud_image or source.iso")
         base_dir = s.template.path.parent  # relative paths are relative to the template, like every path
-        urls = source_urls(chosen, base_dir)
-        spec = source_checksum_spec(chosen, base_dir)
-        cache = DownloadCache()
-        checksum = resolve_checksum(spec, urls[0], cache)
         last = [0.0]
 
         def progress(done: int, total: int | None) -> None:
@@ -38,9 +33,10 @@ class FetchSource:
 
         # BAKER_DOWNLOAD_TIMEOUT: seconds without data before a download is abandoned (default 60)
         timeout = float(os.environ.get("BAKER_DOWNLOAD_TIMEOUT", "60"))
-        s.base_image = cache.fetch(urls, checksum, progress=progress, cancel=s.cancel, timeout=timeout)
-        s.base_url = urls[0]
-        s.base_checksum = spec
+        s.base_image = fetch_source(chosen, DownloadCache(), base_dir=base_dir, progress=progress,
+                                    timeout=timeout, cancel=s.cancel)
+        s.base_url = source_urls(chosen, base_dir)[0]
+        s.base_checksum = source_checksum_spec(chosen, base_dir)
         s.base_sha256 = file_digest(s.base_image)
         s.log.info("base image %s (%s)", s.base_image, human_size(s.base_image.stat().st_size))
 

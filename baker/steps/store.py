@@ -23,7 +23,6 @@ class RecordInStore:
         v = record_dir(s.options.store, s.template.name, version, out, manifest, base_sha256=s.base_sha256)
         parent = f", built from {v.parent_name}@{v.parent_version}" if v.parent_name else ""
         s.log.info("recorded %s in the store %s%s", v.ref, s.options.store, parent)
-        s.extra["stored"] = v.ref
 
     def cleanup(self, s: BuildState) -> None:
         pass

@@ -13,9 +13,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from baker.checksum import ALGOS, ChecksumSpecError, parse_checksum
 from baker.errors import Mark
 from baker.template.model import (
     POLICY_CHECKS,
+    CommunicatorConfig,
     FileProvisioner,
     ShellLocalProvisioner,
     ShellProvisioner,
@@ -26,22 +28,20 @@ from baker.template.model import (
 from baker.template.yamlnodes import Problems, did_you_mean
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
-_DIGESTS = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128}
-_BY_LENGTH = {n: algo for algo, n in _DIGESTS.items()}
-_HEX = re.compile(r"[0-9a-fA-F]+")
 _MODE = re.compile(r"0?[0-7]{3,4}")
-CHECKSUM_HINT = ("write none, sha256:<64 hex digits>, sha512:<128 hex>, md5:<32 hex>, sha1:<40 hex>, "
-                 "bare hex (type from its length), or file:<url-or-path> of a SUMS file")
+CHECKSUM_HINT = ("write none, <algo>:<hex> (" + ", ".join(f"{a}: {n} hex digits" for a, n in ALGOS.items())
+                 + "), bare hex (type from its length), or file:<url-or-path> of a SUMS file")
 # (class, field) pairs whose local paths must exist when the template is loaded
 _MUST_EXIST = {
     (ShellProvisioner, "script"), (ShellProvisioner, "scripts"),
     (ShellLocalProvisioner, "script"), (ShellLocalProvisioner, "scripts"),
     (FileProvisioner, "source"), (Source, "http_directory"), (Source, "cd_files"),
     (SignConfig, "key"),
+    (Source, "kernel"), (Source, "initrd"), (CommunicatorConfig, "ssh_private_key_file"),
 }
 
 
-class _Where:
+class Where:
     """Marks for key paths, falling back to the nearest parent that has one."""
 
     def __init__(self, marks: dict[str, Mark], problems: Problems, root: Mark) -> None:
@@ -61,30 +61,15 @@ class _Where:
 
 
 def checksum_problem(value: str) -> str | None:
-    """Why a checksum string is malformed, or None when it is fine."""
-    v = value.strip()
-    if v.lower() == "none":
-        return None
-    if v.lower().startswith("file:"):
-        return None if len(v) > 5 else "file: needs a URL or path after it"
-    if ":" in v:
-        algo, digest = v.split(":", 1)
-        want = _DIGESTS.get(algo.lower())
-        if want is None:
-            return f"unknown checksum type '{algo}'"
-        if not _HEX.fullmatch(digest):
-            return f"{algo} digest must be hex digits"
-        if len(digest) != want:
-            return f"{algo} needs {want} hex digits, got {len(digest)}"
-        return None
-    if not v:
-        return "empty checksum"
-    if _HEX.fullmatch(v) and len(v) in _BY_LENGTH:
-        return None
-    return "not a recognised checksum"
+    """Why a checksum string is malformed, or None when it is fine (the fetcher's own grammar)."""
+    try:
+        parse_checksum(value)
+    except ChecksumSpecError as e:
+        return e.problem
+    return None
 
 
-def resolve_paths(obj: Any, path: str, template_dir: Path, where: _Where) -> None:
+def resolve_paths(obj: Any, path: str, template_dir: Path, where: Where) -> None:
     """Make `path` fields absolute against the template's folder; check the ones a build reads."""
     if isinstance(obj, list):
         for i, item in enumerate(obj):
@@ -109,7 +94,7 @@ def resolve_paths(obj: Any, path: str, template_dir: Path, where: _Where) -> Non
                                   for i, v in enumerate(value)])
 
 
-def _resolve(value: str, path: str, template_dir: Path, where: _Where, check: bool) -> str:
+def _resolve(value: str, path: str, template_dir: Path, where: Where, check: bool) -> str:
     p = Path(os.path.expanduser(value))
     full = os.path.normpath(p if p.is_absolute() else template_dir / p)
     if check:
@@ -124,7 +109,7 @@ def _resolve(value: str, path: str, template_dir: Path, where: _Where, check: bo
     return full + "/" if value.endswith("/") and not full.endswith("/") else full
 
 
-def check(t: Template, where: _Where) -> None:
+def check(t: Template, where: Where) -> None:
     """Cross-field rules; each error names the key to change."""
     bad = where.problems.has_error_under
     if not bad("name") and t.name and (not _SAFE_NAME.fullmatch(t.name) or t.name in (".", "..")):
@@ -201,7 +186,7 @@ def check(t: Template, where: _Where) -> None:
     _check_lifecycle(t, where)
 
 
-def _check_lifecycle(t: Template, where: _Where) -> None:
+def _check_lifecycle(t: Template, where: Where) -> None:
     bad = where.problems.has_error_under
     if not bad("policy"):
         for key in ("fail_on", "ignore"):

@@ -17,7 +17,6 @@ from typing import Any, Literal
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from baker.errors import Mark
-from baker.template import model
 from baker.template.render import Renderer, RenderError, packer_compat, text_of
 from baker.template.yamlnodes import (
     NULL_TAG,
@@ -163,8 +162,8 @@ class Converter:
             return self.any_value(node, path)
         if dataclasses.is_dataclass(tp):
             return self.dataclass(node, tp, path)  # type: ignore[arg-type]
-        if _is_union(tp) and all(dataclasses.is_dataclass(a) for a in typing.get_args(tp)):
-            return self._tagged_union(node, typing.get_args(tp), path)
+        if meta.get("tagged_by") and _is_union(tp):  # a union of dataclasses, picked by that key
+            return self._tagged_union(node, typing.get_args(tp), path, meta["tagged_by"])
         origin = typing.get_origin(tp)
         if origin in (list, tuple):
             item_tp = typing.get_args(tp)[0] if typing.get_args(tp) else Any
@@ -346,8 +345,8 @@ class Converter:
             self.marks[kpath] = mark
             self.marks.setdefault(join(path, fname), mark)
             f = fields[fname]
-            if cls is model.MachineConfig and fname == "qemuargs" and isinstance(vnode, SequenceNode):
-                value = self._qemuargs(vnode, kpath)
+            if f.metadata.get("argv") and isinstance(vnode, SequenceNode):
+                value = self._argv(vnode, kpath, key)
             else:
                 value = self.convert(vnode, hints.get(fname, Any), kpath, f.metadata)
             if value is NULL:
@@ -364,7 +363,7 @@ class Converter:
                 failed.add(f.name)
         return kwargs
 
-    def _qemuargs(self, node: SequenceNode, path: str) -> Any:
+    def _argv(self, node: SequenceNode, path: str, key: str) -> Any:
         """Both a flat argv list and Packer's list of lists (`[["-device", "x"], ...]`), flattened."""
         out: list[str] = []
         bad = False
@@ -376,32 +375,30 @@ class Converter:
             for wpath, word in words:
                 value = self.convert(word, str, wpath)
                 if value is NULL:
-                    value = self.error("empty qemuargs word", word, wpath)
+                    value = self.error(f"empty {key} word", word, wpath)
                 bad |= value is BAD
                 out.append(value)
         return BAD if bad else out
 
-    def _tagged_union(self, node: Node, classes: tuple[type, ...], path: str) -> Any:
-        """A provisioner-style union: the `type:` key picks the class."""
-        if set(classes) <= set(model.PROVISIONER_TYPES.values()):
-            registry = dict(model.PROVISIONER_TYPES)
-        else:
-            registry = {typing.get_args(type_hints(c).get("type"))[0]: c for c in classes}
+    def _tagged_union(self, node: Node, classes: tuple[type, ...], path: str, tag: str) -> Any:
+        """A provisioner-style union: the `tag` key's value (each class's Literal) picks the class."""
+        registry = {typing.get_args(type_hints(c).get(tag))[0]: c for c in classes}
         valid = ", ".join(registry)
+        tpath = join(path, tag)
         if not isinstance(node, MappingNode):
-            return self.error(f"expected a mapping with a 'type' key, got {kind(node)}", node, path,
+            return self.error(f"expected a mapping with a '{tag}' key, got {kind(node)}", node, path,
                               f"types: {valid}")
-        type_node = next((v for k, _kn, v in self.entries(node, path) if k == "type"), None)
+        type_node = next((v for k, _kn, v in self.entries(node, path) if k == tag), None)
         if type_node is None:
-            return self.error("missing required key 'type'", node, join(path, "type"), f"types: {valid}")
-        name = self.convert(type_node, str, join(path, "type"))
+            return self.error(f"missing required key '{tag}'", node, tpath, f"types: {valid}")
+        name = self.convert(type_node, str, tpath)
         if name is BAD or name is NULL:
-            return BAD if name is BAD else self.error("'type' needs a value", type_node, join(path, "type"),
+            return BAD if name is BAD else self.error(f"'{tag}' needs a value", type_node, tpath,
                                                       f"types: {valid}")
         cls = registry.get(name)
         if cls is None:
             return self.error(f"unknown type '{name}'{did_you_mean(name, registry)}", type_node,
-                              join(path, "type"), f"types: {valid}")
+                              tpath, f"types: {valid}")
         return self.dataclass(node, cls, path)
 
     # -- plain values ---------------------------------------------------------------------------------

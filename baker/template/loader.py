@@ -12,7 +12,6 @@ import hashlib
 import importlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,23 +20,16 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from baker.errors import Mark, TemplateError
 from baker.secrets import MASK, MASKER
-from baker.template import checks, variables
+from baker.template import checks, post_checks, sources_check, variables
 from baker.template.convert import BAD, NULL, Converter
-from baker.template.model import ExportSpec, Template
+from baker.template.model import ExportSpec, RenderState, Template
 from baker.template.render import Renderer, RenderError, packer_compat
 from baker.template.yamlnodes import NULL_TAG, Problems, did_you_mean, kind, read_document
 
 USER_KEYS = frozenset({"name", "description", "version", "variables", "source", "machine", "communicator",
-                       "provisioners", "shutdown", "generalize", "exports", "policy", "scan", "sign"})
+                       "provisioners", "shutdown", "generalize", "exports", "post",
+                       "policy", "scan", "sign"})
 EXTENSION_PREFIX = "x-"  # top-level keys that only hold YAML anchors, as in docker-compose
-
-
-@dataclass
-class _RenderState:
-    """What late rendering must reuse from load time: the same environment and the same clock."""
-
-    environ: Mapping[str, str] | None
-    now: datetime
 
 
 def load_template(path: str | Path, *, cli_vars: dict[str, str] | None = None,
@@ -98,11 +90,13 @@ def _load(path: str | Path, cli_vars: dict[str, str], var_files: list[str | Path
                  variables=resolved.variables, exports=exports, values=resolved.values,
                  sensitive_values=resolved.sensitive, sha256=hashlib.sha256(data).hexdigest(), marks=marks)
 
-    where = checks._Where(marks, problems, Mark(display, 1, 1))
+    where = checks.Where(marks, problems, Mark(display, 1, 1))
     checks.resolve_paths(t, "", template_dir, where)
     checks.check(t, where)
+    post_checks.check_post(t, where)
+    t.warnings = sources_check.check_sources(t, where, problems)
     problems.check()
-    vars(t)["_render_state"] = _RenderState(environ, now)
+    t.render_state = RenderState(environ, now)
     return t
 
 
@@ -163,7 +157,7 @@ def render_late(text: str, template: Template, build: Mapping[str, Any], *, path
     The context is the load-time one plus `build.*`; `path` (e.g. "source.boot_command[3]") only
     makes a failure point at the right line of the template.
     """
-    state = vars(template).get("_render_state")
+    state = template.render_state
     environ = os.environ if state is None or state.environ is None else state.environ
     now = state.now if state is not None else datetime.now(UTC)
     renderer = Renderer(values=template.values, environ=environ, name=template.name,
@@ -180,10 +174,10 @@ def render_late(text: str, template: Template, build: Mapping[str, Any], *, path
 def _secrets(t: Template) -> list[str]:
     out: list[str] = []
     for name in t.sensitive_values:
-        out += variables._leaves(t.values.get(name))
+        out += variables.leaves(t.values.get(name))
         var = t.variables.get(name)
         if var is not None:
-            out += variables._leaves(var.default)
+            out += variables.leaves(var.default)
     return [s for s in out if s]
 
 
@@ -203,7 +197,8 @@ def template_to_dict(t: Template) -> dict[str, Any]:
         if isinstance(obj, ExportSpec):
             return {"type": obj.type, "options": plain(obj.options)}
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-            return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.name != "marks"}
+            return {f.name: plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                    if f.name not in ("marks", "render_state", "warnings")}
         if isinstance(obj, str):
             return text(obj)
         if isinstance(obj, Path):

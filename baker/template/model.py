@@ -6,11 +6,15 @@ ssh_timeout, shutdown_command, valid_exit_codes, ...). Field metadata convention
   - metadata={"duration": True} / {"size": True}: string parsed with baker.units, kept as given
   - metadata={"path": True}: relative paths resolve against the template's folder
   - metadata={"aliases": [...]}: other accepted key names (Packer's spelling)
+  - metadata={"argv": True}: a flat list of words, or Packer's list of lists (flattened)
+  - metadata={"tagged_by": "type"}: a union of dataclasses; that key's Literal value picks the class
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -97,7 +101,7 @@ class MachineConfig:
     net_device: str = "virtio-net-pci"
     qemu_binary: str = "qemu-system-x86_64"
     # appended to baker's own arguments, never replacing them; each item is one argv word
-    qemuargs: list[str] = field(default_factory=list)
+    qemuargs: list[str] = field(default_factory=list, metadata={"argv": True})
     # save a PNG of the screen every N seconds while waiting for SSH (0 = only on failure)
     screendump_interval: str = field(default="0s", metadata={"duration": True})
 
@@ -165,11 +169,27 @@ class ShellLocalProvisioner:
 
 
 Provisioner = ShellProvisioner | FileProvisioner | ShellLocalProvisioner
-PROVISIONER_TYPES: dict[str, type] = {
-    "shell": ShellProvisioner,
-    "file": FileProvisioner,
-    "shell-local": ShellLocalProvisioner,
-}
+
+
+DIGESTS = ("md5", "sha1", "sha224", "sha256", "sha384", "sha512")
+
+
+@dataclass
+class ChecksumPost:
+    """`post:` step writing extra digest files (SHA512SUMS, MD5SUMS, ...) beside the artifacts.
+
+    SHA256SUMS is always written by the export step; this adds the digests other tools want.
+    """
+
+    type: Literal["checksum"] = "checksum"
+    name: str | None = None
+    types: list[Literal["md5", "sha1", "sha224", "sha256", "sha384", "sha512"]] = field(
+        default_factory=lambda: ["sha512"], metadata={"aliases": ["checksum_types"]})
+
+
+# `post:` steps run after the artifacts are published; shell-local gets the artifact paths in its env
+PostStep = ShellLocalProvisioner | ChecksumPost
+POST_TYPES: dict[str, type] = {"shell-local": ShellLocalProvisioner, "checksum": ChecksumPost}
 
 
 @dataclass
@@ -246,10 +266,11 @@ class Template:
     source: Source = field(default_factory=Source)
     machine: MachineConfig = field(default_factory=MachineConfig)
     communicator: CommunicatorConfig = field(default_factory=CommunicatorConfig)
-    provisioners: list[Provisioner] = field(default_factory=list)
+    provisioners: list[Provisioner] = field(default_factory=list, metadata={"tagged_by": "type"})
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     generalize: GeneralizeConfig = field(default_factory=GeneralizeConfig)
     exports: list[ExportSpec] = field(default_factory=list)
+    post: list[PostStep] = field(default_factory=list, metadata={"tagged_by": "type"})
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     scan: ScanConfig | None = None
     sign: SignConfig | None = None
@@ -260,3 +281,16 @@ class Template:
     sha256: str = ""
     # where each key path came from, for errors raised later (e.g. "provisioners[2].script")
     marks: dict[str, Mark] = field(default_factory=dict)
+    # problems that do not stop a build (TemplateError objects, e.g. a source without a checksum);
+    # `--strict` makes them errors
+    warnings: list[Any] = field(default_factory=list)
+    # set by the loader; not a template key, not shown by `inspect`
+    render_state: RenderState | None = field(default=None, init=False, repr=False, compare=False)
+
+
+@dataclass
+class RenderState:
+    """What late rendering must reuse from load time: the same environment and the same clock."""
+
+    environ: Mapping[str, str] | None
+    now: datetime

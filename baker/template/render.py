@@ -179,6 +179,30 @@ def text_of(value: Any) -> str:
     return out if isinstance(out, str) else str(out)
 
 
+#: base images the project builds itself (scripts/build-base-image); name → file in the base dir
+BUILTIN_BASES = {"debian-12": "debian-12-base.qcow2"}
+
+
+def _base_image(name: str = "debian-12") -> str:
+    """The project's own base image, as `make base-image` left it in baker's cache."""
+    from baker.paths import base_images_dir
+
+    if name not in BUILTIN_BASES:
+        known = ", ".join(BUILTIN_BASES)
+        raise _HelperError(f"base_image('{name}'): no such built-in base image"
+                           f"{did_you_mean(name, BUILTIN_BASES)} (built-in: {known})")
+    path = base_images_dir() / BUILTIN_BASES[name]
+    if not path.exists():
+        raise _HelperError(f"base_image('{name}'): not built yet ({path} is missing); run `make base-image` "
+                           f"(scripts/build-base-image), or pass -var base_image=URL")
+    return str(path.resolve())
+
+
+def _base_image_checksum(name: str = "debian-12") -> str:
+    """`file:` the sha256sum line the base image build writes beside the image."""
+    return f"file:{_base_image(name)}.sha256"
+
+
 class Renderer:
     """The load-time context (and, for late fields, `build`); one per template load."""
 
@@ -199,6 +223,8 @@ class Renderer:
             "uuid": lambda: str(_uuid.uuid4()),
             "env_or": lambda key, default="": environ.get(key, default),
             "file": self._file,
+            "base_image": _base_image,
+            "base_image_checksum": _base_image_checksum,
         }
         if name is not None:
             self.context["name"] = name

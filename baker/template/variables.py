@@ -90,11 +90,12 @@ def coerce_var(value: Any, type_: str) -> Any:
     raise ValueError(f"expected {_EXPECT.get(type_, type_)}")
 
 
-def _leaves(value: Any) -> list[str]:
+def leaves(value: Any) -> list[str]:
+    """Every scalar inside a value, as text: what a sensitive value's masking must cover."""
     if isinstance(value, dict):
-        return [s for v in value.values() for s in _leaves(v)]
+        return [s for v in value.values() for s in leaves(v)]
     if isinstance(value, list):
-        return [s for v in value for s in _leaves(v)]
+        return [s for v in value for s in leaves(v)]
     return [] if value is None else [str(value)]
 
 
@@ -153,7 +154,7 @@ def resolve(node: Node | None, conv: Converter, *, cli_vars: Mapping[str, str],
     sensitive = [n for n, v in declared.items() if v.sensitive]
     for name in sensitive:  # before any coercion error could show a value
         for cand in candidates.get(name, []):
-            for leaf in _leaves(cand.value):
+            for leaf in leaves(cand.value):
                 MASKER.add(leaf)
                 if leaf:
                     problems.secrets.append(leaf)
@@ -179,7 +180,7 @@ def resolve(node: Node | None, conv: Converter, *, cli_vars: Mapping[str, str],
                          f"'{name}' is declared with type: {var.type}")
             continue
         if var.sensitive:
-            for leaf in _leaves(values[name]):
+            for leaf in leaves(values[name]):
                 MASKER.add(leaf)
                 if leaf:
                     problems.secrets.append(leaf)

@@ -20,13 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from baker.export import EXPORTERS, ExportContext, ExportResult, VMSpec, run_exports
+from tests.helpers.paths import ROOT
 
 MARKER = "baked by baker: marker 7f3c\n"
 PART_OFFSET = 1 << 20
 DISK_SIZE = 64 << 20
 PATTERN_OFFSET = 62 << 20  # inside the partition's free space; written only in the overlay
-REPO = Path(__file__).resolve().parents[1]
-XSD_DIR = REPO.parent / "shared" / "reference" / "ovf-xsd"
+XSD_DIR = ROOT.parent / "shared" / "reference" / "ovf-xsd"
 log = logging.getLogger("baker.test.export")
 
 

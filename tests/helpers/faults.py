@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import ROOT
+from baker.events import event_problems
+from tests.helpers.paths import ROOT
 
 
 @dataclass
@@ -49,6 +50,8 @@ def start_build(template: Path, out: Path, *args: str, env: dict | None = None) 
 def _result(proc: subprocess.Popen, stdout: str, stderr: str, out: Path, started: float) -> Run:
     """Parse the --json event stream; the work dir comes from the debug line PrepareDirs logs."""
     events = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    drift = [p for e in events for p in event_problems(e)]
+    assert not drift, f"--json events do not match docs/events.md: {drift}"
     work = [m.split("work dir ", 1)[1].split(",")[0] for e in events if e["event"] == "log"
             for m in [e.get("message", "")] if "work dir " in m]
     return Run(proc.returncode, events, stdout, stderr, out, time.monotonic() - started, work)

@@ -1,23 +1,18 @@
 """Checksum specs as templates write them (Packer's `iso_checksum` words) and SUMS-file lookup.
 
-Parsing is strict: a typo in a pinned digest must fail at load time, not after a 2 GB download.
+The one grammar: the template loader checks specs with it and the fetcher parses them with it, so
+every algorithm a download can be verified with is accepted at load. Parsing is strict: a typo in a
+pinned digest must fail at load time, not after a 2 GB download. Pure text: fetching SUMS files is
+`baker.sources.source.resolve_checksum`'s job.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import urllib.parse
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
-from baker.errors import BakerError, ChecksumError
-
-if TYPE_CHECKING:
-    from baker.sources.cache import DownloadCache
-
-log = logging.getLogger("baker.sources")
+from baker.errors import ChecksumError
 
 # hex length → algorithm, for bare digests (Packer infers the type the same way)
 ALGOS: dict[str, int] = {"md5": 32, "sha1": 40, "sha224": 56, "sha256": 64, "sha384": 96, "sha512": 128}
@@ -30,7 +25,14 @@ _BSD_LINE = re.compile(r"^([A-Za-z0-9-]+)\s*\((.+)\)\s*=\s*([0-9a-fA-F]{32,128})
 
 
 class ChecksumSpecError(ChecksumError, ValueError):
-    """A checksum string that cannot be parsed; also a ValueError so the template loader can pin it."""
+    """A checksum string that cannot be parsed; also a ValueError so the template loader can pin it.
+
+    `problem` is the short reason the loader prints after "invalid checksum: " at the key's position.
+    """
+
+    def __init__(self, message: str, *, problem: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.problem = problem or message
 
 
 @dataclass(frozen=True)
@@ -69,12 +71,12 @@ def mismatch(where: str, expected: Checksum, actual: str) -> ChecksumError:
 
 def _digest(algo: str, hexdigest: str, spec: str) -> Checksum:
     if not _HEX.match(hexdigest):
-        raise ChecksumSpecError(f"checksum '{spec}': '{hexdigest}' is not a hex digest")
+        raise ChecksumSpecError(f"checksum '{spec}': '{hexdigest}' is not a hex digest",
+                                problem=f"{algo} digest must be hex digits")
     want = ALGOS[algo]
     if len(hexdigest) != want:
-        raise ChecksumSpecError(
-            f"checksum '{spec}': a {algo} digest has {want} hex digits, this one has {len(hexdigest)}"
-        )
+        problem = f"{algo} needs {want} hex digits, got {len(hexdigest)}"
+        raise ChecksumSpecError(f"checksum '{spec}': {problem}", problem=problem)
     return Checksum(algo, hexdigest.lower())
 
 
@@ -84,7 +86,7 @@ def parse_checksum(spec: str) -> Checksum | ChecksumFileRef:
         raise ChecksumSpecError(f"checksum must be a string, got {type(spec).__name__}")
     text = spec.strip()
     if not text:
-        raise ChecksumSpecError("checksum is empty",
+        raise ChecksumSpecError("checksum is empty", problem="empty checksum",
                                 hint="write 'none' to skip verification (not reproducible)")
     if text.lower() == "none":
         return NONE
@@ -94,12 +96,13 @@ def parse_checksum(spec: str) -> Checksum | ChecksumFileRef:
         if key == "file":
             location = rest.strip()
             if not location:
-                raise ChecksumSpecError(f"checksum '{spec}': file: needs a URL or path to a SUMS file")
+                raise ChecksumSpecError(f"checksum '{spec}': file: needs a URL or path to a SUMS file",
+                                        problem="file: needs a URL or path after it")
             return ChecksumFileRef(location)
         if key in ALGOS:
             return _digest(key, rest.strip(), spec)
         raise ChecksumSpecError(
-            f"checksum '{spec}': unknown algorithm '{prefix}'",
+            f"checksum '{spec}': unknown algorithm '{prefix}'", problem=f"unknown checksum type '{prefix}'",
             hint=f"use one of {', '.join(ALGOS)}, file:<url>, or none",
         )
     if _HEX.match(text):
@@ -107,11 +110,12 @@ def parse_checksum(spec: str) -> Checksum | ChecksumFileRef:
         if algo is None:
             raise ChecksumSpecError(
                 f"checksum '{spec}': a bare digest of {len(text)} hex digits matches no algorithm",
-                hint="prefix it with the algorithm, e.g. sha256:<hex>",
+                problem="not a recognised checksum", hint="prefix it with the algorithm, e.g. sha256:<hex>",
             )
         return _digest(algo, text, spec)
     raise ChecksumSpecError(
-        f"checksum '{spec}' is not 'none', '<algo>:<hex>', a hex digest or 'file:<url>'"
+        f"checksum '{spec}' is not 'none', '<algo>:<hex>', a hex digest or 'file:<url>'",
+        problem="not a recognised checksum",
     )
 
 
@@ -174,20 +178,3 @@ def lookup_sums(text: str, url: str, *, source: str = "SUMS file") -> Checksum:
                             "of no known type")
     return Checksum(algo, hexdigest)
 
-
-def resolve_checksum(spec: str, url: str, cache: DownloadCache) -> Checksum:
-    """A concrete Checksum for `url`; for file: refs the SUMS file is fetched (through the cache) and read.
-
-    The SUMS file is itself unpinned: it is revalidated each time, and an offline run falls back to
-    the last copy seen so a cached image still builds without network.
-    """
-    parsed = parse_checksum(spec)
-    if isinstance(parsed, Checksum):
-        return parsed
-    location = parsed.location
-    path = cache.fetch([location], NONE, warn_unpinned=False, stale_ok=True)
-    try:
-        text = Path(path).read_text(errors="replace")
-    except OSError as e:
-        raise BakerError(f"cannot read checksum file {path}: {e.strerror}") from e
-    return lookup_sums(text, url, source=location)

@@ -7,9 +7,9 @@ import io
 import xml.etree.ElementTree as ET
 
 import pytest
-from export_fixtures import DISK_SIZE, XSD_DIR
 
 from baker.export.ovf import NS, VMDK_STREAM_FORMAT
+from tests.helpers.exports import DISK_SIZE, XSD_DIR
 
 OVF = NS["ovf"]
 RASD = NS["rasd"]
