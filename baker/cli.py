@@ -1,7 +1,8 @@
 """The `baker` command: subcommands, flags and exit codes; the work happens elsewhere.
 
 Exit codes (baker.errors.EXIT_*): 0 success · 1 build failed · 2 invalid template or usage ·
-124 --timeout ran out · 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM).
+3 not promotable (promote refused) · 124 --timeout ran out · 128+N stopped by signal N
+(130 Ctrl-C, 143 SIGTERM).
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ def parser() -> argparse.ArgumentParser:
                    help="override machine.accelerator for this build (the BAKER_ACCEL environment "
                         "variable overrides both); auto = KVM when it really runs the guest, else TCG "
                         "with a warning")
+    b.add_argument("--store", type=Path, help="record the image in this store (default: $BAKER_STORE "
+                                              "or ~/.local/share/baker/store)")
+    b.add_argument("--no-store", action="store_true", help="do not record the image in a store")
 
     v = sub.add_parser("validate", help="check a template without building",
                        description="Load, render and validate a template; errors name file:line:col.")
@@ -62,14 +66,6 @@ def parser() -> argparse.ArgumentParser:
     _add_template_args(i)
     i.add_argument("--json", action="store_true", help="machine-readable output")
 
-    im = sub.add_parser("import", help="convert a Packer QEMU template (JSON or HCL2) to a baker template",
-                        description="Convert a Packer QEMU template; what cannot be converted is listed "
-                                    "with its line (on stderr and as comments in the output).")
-    im.add_argument("packer_template", type=Path, help="a Packer template: *.json or *.pkr.hcl")
-    im.add_argument("-o", "--output", type=Path, metavar="FILE",
-                    help="write the baker template here (default: stdout); relative paths follow it")
-    im.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
-
     d = sub.add_parser("doctor", help="what baker will use on this host, and why",
                        description="QEMU and qemu-img versions, the accelerator decision and where it is "
                                    "recorded, UEFI firmware, tools, free space. Exit 1 if a build cannot "
@@ -78,6 +74,14 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--reprobe", action="store_true",
                    help="forget what was recorded about KVM on this host boot and probe again")
     d.add_argument("--qemu-binary", default="qemu-system-x86_64", help="the QEMU a template would use")
+
+    im = sub.add_parser("import", help="convert a Packer QEMU template (JSON or HCL2) to a baker template",
+                        description="Convert a Packer QEMU template; what cannot be converted is listed "
+                                    "with its line (on stderr and as comments in the output).")
+    im.add_argument("packer_template", type=Path, help="a Packer template: *.json or *.pkr.hcl")
+    im.add_argument("-o", "--output", type=Path, metavar="FILE",
+                    help="write the baker template here (default: stdout); relative paths follow it")
+    im.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
 
     c = sub.add_parser("cache", help="list or prune the verified download cache")
     csub = c.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
@@ -89,7 +93,18 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("--keep", type=cliargs.count(0), metavar="N", help="keep the N most recently used files")
     cp.add_argument("--max-size", type=cliargs.size, metavar="SIZE",
                     help="remove least recently used until within SIZE")
+    _register_lifecycle(sub)
     return p
+
+
+def _register_lifecycle(sub) -> None:
+    """The store, provenance and SBOM packages define their own subcommands (each sets `func`)."""
+    from baker.provenance.cli import register as provenance_commands
+    from baker.sbom.cli import register as sbom_commands
+    from baker.store.cli import register as store_commands
+
+    for register in (store_commands, provenance_commands, sbom_commands):
+        register(sub)
 
 
 def _load(args: argparse.Namespace):
@@ -168,6 +183,23 @@ def cmd_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from baker.doctor import run_checks
+
+    checks = run_checks(args.qemu_binary, reprobe=args.reprobe)
+    failed = any(c.status == "fail" for c in checks)
+    if args.json:
+        print(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}, indent=2))
+        return 1 if failed else 0
+    width = max(len(c.name) for c in checks)
+    for c in checks:
+        print(f"{c.status.upper():4}  {c.name:<{width}}  {c.detail}")
+        if c.hint and c.status != "ok":
+            print(f"{'':4}  {'':<{width}}  -> {c.hint}")
+    print("a build cannot work here: fix the FAIL lines" if failed else "baker can build on this host")
+    return 1 if failed else 0
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     from baker.fsutil import atomic_write
     from baker.packer_import import import_packer, report
@@ -190,23 +222,6 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_doctor(args: argparse.Namespace) -> int:
-    from baker.doctor import run_checks
-
-    checks = run_checks(args.qemu_binary, reprobe=args.reprobe)
-    failed = any(c.status == "fail" for c in checks)
-    if args.json:
-        print(json.dumps({"ok": not failed, "checks": [c.as_dict() for c in checks]}, indent=2))
-        return 1 if failed else 0
-    width = max(len(c.name) for c in checks)
-    for c in checks:
-        print(f"{c.status.upper():4}  {c.name:<{width}}  {c.detail}")
-        if c.hint and c.status != "ok":
-            print(f"{'':4}  {'':<{width}}  -> {c.hint}")
-    print("a build cannot work here: fix the FAIL lines" if failed else "baker can build on this host")
-    return 1 if failed else 0
-
-
 def cmd_build(args: argparse.Namespace) -> int:
     from baker.build import run_build
     from baker.output import Reporter
@@ -220,6 +235,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     out = args.output_dir or Path("images") / t.name
     options = BuildOptions(output_dir=out.resolve(), on_error=args.on_error, keep_workdir=args.keep_workdir,
                            export_jobs=args.export_jobs, timeout=args.timeout, accelerator=args.accel)
+    if not args.no_store:
+        from baker.store import default_store_path
+
+        options.store = (args.store or default_store_path()).resolve()
     try:
         outcome = run_build(t, options, reporter, verbose=args.verbose)
     finally:
@@ -229,8 +248,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    handler = {"build": cmd_build, "validate": cmd_validate, "inspect": cmd_inspect,
-               "cache": cmd_cache, "import": cmd_import, "doctor": cmd_doctor}[args.command]
+    handler = getattr(args, "func", None) or {
+        "build": cmd_build, "validate": cmd_validate, "inspect": cmd_inspect, "cache": cmd_cache,
+        "doctor": cmd_doctor, "import": cmd_import}[args.command]
     try:
         return handler(args)
     except BrokenPipeError:

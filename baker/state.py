@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,8 @@ class BuildOptions:
     keep_workdir: bool = False
     export_jobs: int = 2
     accelerator: str | None = None  # --accel: overrides machine.accelerator (BAKER_ACCEL overrides both)
-    timeout: float | None = None  # --timeout in seconds: stop and clean up, exit 124
+    timeout: float | None = None  # --timeout, seconds: the build stops and cleans up (exit 124)
+    store: Path | None = None  # record the image here after publishing; None: --no-store
 
 
 @dataclass
@@ -56,6 +58,7 @@ class BuildState:
     manifest_path: Path | None = None
     qemu_version: str = ""
     timings: list[StepTiming] = field(default_factory=list)  # the pipeline's record, shared not copied
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def build_vars(self) -> dict[str, Any]:
         """The build.* values late template fields can use (boot_command, http_content, ...)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import types
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,19 @@ def base_image() -> Path:
     if p is None:
         pytest.skip("base image not built: run `make base-image` (or set BAKER_BASE_IMAGE)")
     return p
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """`baker build` records into a store by default: in tests never the user's own. Session scope, so
+    it is in place before any session-scoped build fixture runs."""
+    old = os.environ.get("BAKER_STORE")
+    os.environ["BAKER_STORE"] = str(tmp_path_factory.getbasetemp() / "baker-store")
+    yield
+    if old is None:
+        os.environ.pop("BAKER_STORE", None)
+    else:
+        os.environ["BAKER_STORE"] = old
 
 
 @pytest.fixture(autouse=True)

@@ -32,7 +32,7 @@ def test_validate_ok_and_inspect_lists_steps(tmp_path: Path):
     r = baker("inspect", "templates/debian-12-nginx.yaml", "--json", "-var", "nginx_port=81", env=env)
     data = json.loads(r.stdout)
     assert data["template"]["values"]["nginx_port"] == 81
-    assert data["steps"][0] == "prepare" and data["steps"][-1] == "publish"
+    assert data["steps"][0] == "prepare" and data["steps"][-2:] == ["publish", "store"]
     assert "provision[2] shell (install nginx)" in data["steps"]
 
 

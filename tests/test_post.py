@@ -121,7 +121,7 @@ def test_post_steps_come_after_publish_in_the_plan(tmp_path: Path):
     t = load_template(write(tmp_path, "  - {type: checksum, types: [md5]}\n  - {type: shell-local, "
                                       "inline: [echo hi]}\n"), environ={})
     names = [s.name for s in plan_steps(t)]
-    assert names[-3:] == ["publish", "post[1] checksum (md5)", "post[2] shell-local (echo hi)"]
+    assert names[-4:] == ["publish", "store", "post[1] checksum (md5)", "post[2] shell-local (echo hi)"]
 
 
 @pytest.mark.parametrize("post, says", [

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from baker.steps.connect import WaitForSSH
 from baker.steps.export import ExportImages
+from baker.steps.inventory import InventoryPackages
 from baker.steps.machine import StartMachine, TypeBootCommand
 from baker.steps.media import MakeCD, MakeSeed, ServeHTTP
+from baker.steps.policy import EvaluatePolicy, RunScan
 from baker.steps.post import PostStep
 from baker.steps.prepare import PrepareDirs
+from baker.steps.provenance import WriteProvenance
 from baker.steps.provision import Provision
 from baker.steps.record import Publish, RecordManifest
 from baker.steps.shutdown import ShutDown
 from baker.steps.source import CreateDisk, FetchSource
+from baker.steps.store import RecordInStore
 from baker.template.model import Template
 
 
@@ -28,6 +32,12 @@ def plan_steps(t: Template) -> list:
         steps.append(WaitForSSH())
         for i, p in enumerate(t.provisioners, 1):
             steps.append(Provision(i, p))
-    steps += [ShutDown(), ExportImages(), RecordManifest(), Publish()]
+        steps.append(InventoryPackages())
+        if t.policy.enabled:
+            steps.append(EvaluatePolicy())
+    steps += [ShutDown(), ExportImages()]
+    if t.scan is not None:
+        steps.append(RunScan())
+    steps += [RecordManifest(), WriteProvenance(), Publish(), RecordInStore()]
     steps += [PostStep(i, p) for i, p in enumerate(t.post, 1)]
     return steps

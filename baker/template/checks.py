@@ -16,14 +16,16 @@ from typing import Any
 from baker.checksum import ALGOS, ChecksumSpecError, parse_checksum
 from baker.errors import Mark
 from baker.template.model import (
+    POLICY_CHECKS,
     CommunicatorConfig,
     FileProvisioner,
     ShellLocalProvisioner,
     ShellProvisioner,
+    SignConfig,
     Source,
     Template,
 )
-from baker.template.yamlnodes import Problems
+from baker.template.yamlnodes import Problems, did_you_mean
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _MODE = re.compile(r"0?[0-7]{3,4}")
@@ -34,6 +36,7 @@ _MUST_EXIST = {
     (ShellProvisioner, "script"), (ShellProvisioner, "scripts"),
     (ShellLocalProvisioner, "script"), (ShellLocalProvisioner, "scripts"),
     (FileProvisioner, "source"), (Source, "http_directory"), (Source, "cd_files"),
+    (SignConfig, "key"),
     (Source, "kernel"), (Source, "initrd"), (CommunicatorConfig, "ssh_private_key_file"),
 }
 
@@ -179,3 +182,28 @@ def check(t: Template, where: Where) -> None:
                             "quote it so YAML keeps it as text: mode: \"0644\"")
         if getattr(p, "max_retries", 0) < 0:
             where.error(f"{ppath}.max_retries", "max_retries must not be negative")
+
+    _check_lifecycle(t, where)
+
+
+def _check_lifecycle(t: Template, where: Where) -> None:
+    bad = where.problems.has_error_under
+    if not bad("policy"):
+        for key in ("fail_on", "ignore"):
+            for i, name in enumerate(getattr(t.policy, key)):
+                if name not in POLICY_CHECKS and not (key == "fail_on" and name == "all"):
+                    where.error(f"policy.{key}[{i}]", f"unknown policy check '{name}'"
+                                f"{did_you_mean(name, POLICY_CHECKS)}",
+                                f"checks: {', '.join(POLICY_CHECKS)}"
+                                + (", or all" if key == "fail_on" else ""))
+        if t.policy.max_security_updates is not None and t.policy.max_security_updates < 0:
+            where.error("policy.max_security_updates", "max_security_updates must not be negative")
+        for i, port in enumerate(t.policy.allowed_ports or []):
+            if not 1 <= port <= 65535:
+                where.error(f"policy.allowed_ports[{i}]", f"port must be 1-65535, got {port}")
+    if t.scan is not None and not bad("scan") and not t.scan.command:
+        where.error("scan", "scan needs a command (an argv list)",
+                    'e.g. scan: {command: [sh, -c, "grype sbom:$BAKER_SBOM --fail-on high"]}')
+    if t.sign is not None and not bad("sign") and (not t.sign.key or os.path.isdir(t.sign.key)):
+        where.error("sign", "sign needs a key: the path of an OpenSSH ed25519 private key",
+                    "create one with: ssh-keygen -t ed25519 -N '' -f baker-signing-key")

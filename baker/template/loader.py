@@ -27,7 +27,8 @@ from baker.template.render import Renderer, RenderError, packer_compat
 from baker.template.yamlnodes import NULL_TAG, Problems, did_you_mean, kind, read_document
 
 USER_KEYS = frozenset({"name", "description", "version", "variables", "source", "machine", "communicator",
-                       "provisioners", "shutdown", "generalize", "exports", "post"})
+                       "provisioners", "shutdown", "generalize", "exports", "post",
+                       "policy", "scan", "sign"})
 EXTENSION_PREFIX = "x-"  # top-level keys that only hold YAML anchors, as in docker-compose
 
 

@@ -208,6 +208,41 @@ class GeneralizeConfig:
     fstrim: bool = True
 
 
+POLICY_CHECKS = ("password_ssh_login", "empty_passwords", "build_user", "leftover_secrets",
+                 "security_updates", "listening_services")
+
+
+@dataclass
+class PolicyConfig:
+    """The built-in policy evaluated in the guest before shutdown. A failing check makes the version
+    not promotable; the checks in `fail_on` (or "all") fail the build instead."""
+
+    enabled: bool = True
+    fail_on: list[str] = field(default_factory=list)
+    ignore: list[str] = field(default_factory=list)  # checks reported but never held against the version
+    # refresh the package lists in the guest to count pending updates from the security archive
+    security_updates: bool = True
+    max_security_updates: int | None = None  # more pending security updates than this fail the check
+    allowed_ports: list[int] | None = None  # listening TCP/UDP ports; others fail listening_services
+
+
+@dataclass
+class ScanConfig:
+    """An external scanner run on the host after export (grype, trivy, ...): argv with $BAKER_SBOM,
+    $BAKER_IMAGE and $BAKER_OUTPUT_DIR in its environment; its exit status and output are recorded."""
+
+    command: list[str] = field(default_factory=list)
+    timeout: str = field(default="10m", metadata={"duration": True})
+    fail_build: bool = False  # a non-zero exit fails the build (else: recorded, not promotable)
+
+
+@dataclass
+class SignConfig:
+    """Sign on build: the provenance (DSSE, ed25519) and SHA256SUMS (OpenSSH signature)."""
+
+    key: str = field(default="", metadata={"path": True})  # an unencrypted OpenSSH ed25519 private key
+
+
 @dataclass
 class ExportSpec:
     """One `exports:` entry; `options` is the exporter's own dataclass (see baker.export)."""
@@ -232,6 +267,9 @@ class Template:
     generalize: GeneralizeConfig = field(default_factory=GeneralizeConfig)
     exports: list[ExportSpec] = field(default_factory=list)
     post: list[PostStep] = field(default_factory=list, metadata={"tagged_by": "type"})
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    scan: ScanConfig | None = None
+    sign: SignConfig | None = None
     # resolved variable values (after precedence and type coercion) and which ones are sensitive
     values: dict[str, Any] = field(default_factory=dict)
     sensitive_values: list[str] = field(default_factory=list)

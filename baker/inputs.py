@@ -1,0 +1,93 @@
+"""Everything a build is made from, each with its digest: template, resolved variables (secrets
+masked), base image, provisioner scripts and uploaded files, tool versions.
+
+One module on purpose: the provenance statement lists these inputs, and a build fingerprint (rebuild
+only if something changed) must hash exactly the same set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import baker
+from baker.fsutil import file_digest
+from baker.secrets import MASK
+from baker.template.model import FileProvisioner, ShellLocalProvisioner, ShellProvisioner, Template
+
+
+@dataclass(frozen=True)
+class Input:
+    """One resolved dependency: what it is, where it came from, its sha256."""
+
+    kind: str  # "template" | "base_image" | "script" | "file" | "directory"
+    uri: str
+    sha256: str
+
+
+@dataclass
+class BuildInputs:
+    name: str
+    version: str
+    template: Input
+    variables: dict[str, Any]  # resolved values, sensitive ones as <sensitive>
+    base_image: Input | None
+    files: list[Input] = field(default_factory=list)  # provisioner scripts and uploads, in template order
+    tools: dict[str, str] = field(default_factory=dict)
+
+    def dependencies(self) -> list[Input]:
+        return [self.template, *([self.base_image] if self.base_image else []), *self.files]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        """sha256 over the canonical JSON of every input: equal fingerprints, equal builds."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+
+def masked_variables(t: Template) -> dict[str, Any]:
+    return {k: (MASK if k in t.sensitive_values else v) for k, v in sorted(t.values.items())}
+
+
+def tree_digest(root: Path) -> str:
+    """A folder's digest: sha256 over its sorted relative paths and their files' sha256."""
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath, name)
+            h.update(f"{p.relative_to(root).as_posix()}\0{file_digest(p)}\n".encode())
+    return h.hexdigest()
+
+
+def _local(path: str, kind: str) -> Input:
+    p = Path(path.rstrip("/") or "/")
+    if p.is_dir():
+        return Input("directory", p.as_uri(), tree_digest(p))
+    return Input(kind, p.as_uri(), file_digest(p))
+
+
+def provisioner_files(t: Template) -> list[Input]:
+    out: list[Input] = []
+    for p in t.provisioners:
+        if isinstance(p, ShellProvisioner | ShellLocalProvisioner):
+            out += [_local(s, "script") for s in ([p.script] if p.script else []) + list(p.scripts)]
+        elif isinstance(p, FileProvisioner) and p.direction == "upload" and p.source:
+            out.append(_local(p.source, "file"))
+    return out
+
+
+def collect(t: Template, *, base_url: str | None, base_sha256: str | None,
+            qemu_version: str = "") -> BuildInputs:
+    base = Input("base_image", base_url or "", base_sha256) if base_sha256 else None
+    return BuildInputs(
+        name=t.name, version=t.version,
+        template=Input("template", t.path.as_uri(), t.sha256),
+        variables=masked_variables(t), base_image=base, files=provisioner_files(t),
+        tools={"baker": baker.__version__, "qemu": qemu_version},
+    )
