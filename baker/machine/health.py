@@ -236,7 +236,7 @@ class HealthMonitor:
         if self.gone is not None:
             return
         self.gone = g
-        log.warning("guest gone: %s", g.reason)
+        log.info("guest stopped: %s", g.reason)  # the step that notices it reports it once
         for cb in list(self.on_gone):
             try:
                 cb(g)
