@@ -172,6 +172,9 @@ def test_docs_unknown_section_suggests_and_exits_2():
     assert r.returncode == 2
     assert "unknown section 'exports.vmdkk' (did you mean 'exports.vmdk'?)" in r.stderr
     assert "Traceback" not in r.stderr
+    r = baker("docs", "shell-local")
+    assert r.returncode == 2
+    assert "(did you mean 'provisioners.shell-local' or 'post.shell-local'?)" in r.stderr
 
 
 def test_schema_json_is_stable_text():

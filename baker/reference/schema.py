@@ -16,7 +16,6 @@ from baker.reference.walk import Key, Section, sections
 from baker.template.convert import unwrap_optional
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-SCHEMA_ID = "https://baker.invalid/template.schema.json"
 EXPRESSION = {"$ref": "#/$defs/expression"}
 _INT_TEXT = r"^\s*[+-]?[0-9]+\s*$"
 _NUMBER_TEXT = r"^\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?\s*$"
@@ -157,4 +156,4 @@ def template_schema() -> dict[str, Any]:
         if path and not section.variants and def_name(path, index) == path:
             defs[path] = section_schema(section, index)
     top = section_schema(index[""], index)
-    return {"$schema": DIALECT, "$id": SCHEMA_ID, "title": "baker template", **top, "$defs": defs}
+    return {"$schema": DIALECT, "title": "baker template", **top, "$defs": defs}

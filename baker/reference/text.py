@@ -83,8 +83,10 @@ def render_section(name: str) -> str:
     index = sections()
     path = "" if name in ("template", "top", "top-level") else name.strip(".")
     if path not in index:
-        raise UnknownSection(f"unknown section '{name}'{did_you_mean(name, list(index))}",
-                             hint="`baker docs` lists the sections")
+        tails = [p for p in index if p.rsplit(".", 1)[-1] == path]  # `vmdk` for exports.vmdk
+        suggestion = f" (did you mean {' or '.join(repr(t) for t in tails)}?)" if tails \
+            else did_you_mean(name, list(index))
+        raise UnknownSection(f"unknown section '{name}'{suggestion}", hint="`baker docs` lists the sections")
     section = index[path]
     title = path or "template (top level)"
     lines = [title, "=" * len(title)]
