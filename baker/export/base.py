@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Literal
 
 from baker.errors import BakerError
 from baker.fsutil import file_digest, remove
+from baker.options import help_field as help_field  # re-exported for the exporters
 from baker.proc import run
 from baker.units import human_duration, human_size
 
@@ -82,13 +83,6 @@ class ExportResult:
     type: str
     files: list[ExportedFile]
     seconds: float
-
-
-def help_field(default: Any, text: str) -> Any:
-    """A dataclass field with the `help` metadata the template loader shows users."""
-    if isinstance(default, list | dict):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata={"help": text})
-    return dataclasses.field(default=default, metadata={"help": text})
 
 
 # --- option checking -------------------------------------------------------------------------------

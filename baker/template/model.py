@@ -8,6 +8,8 @@ ssh_timeout, shutdown_command, valid_exit_codes, ...). Field metadata convention
   - metadata={"aliases": [...]}: other accepted key names (Packer's spelling)
   - metadata={"argv": True}: a flat list of words, or Packer's list of lists (flattened)
   - metadata={"tagged_by": "type"}: a union of dataclasses; that key's Literal value picks the class
+  - metadata={"help": "..."}: what the key does, for `baker docs` and the JSON Schema (baker.reference);
+    every template key has one (tests/test_reference.py). Fields are declared with baker.options.help_field.
 """
 
 from __future__ import annotations
@@ -19,153 +21,194 @@ from pathlib import Path
 from typing import Any, Literal
 
 from baker.errors import Mark
+from baker.options import help_field as opt
 
 
 @dataclass
 class Variable:
     """A template input. Precedence (low→high): default, BAKER_VAR_<name>, --var-file, -var."""
 
-    default: Any = None
-    type: Literal["string", "int", "float", "bool", "list", "map"] = "string"
-    required: bool = False
-    sensitive: bool = False
-    description: str = ""
+    default: Any = opt(None, "value used when nothing else sets it; a secret's default is masked too")
+    type: Literal["string", "int", "float", "bool", "list", "map"] = opt(
+        "string", "values from the environment or -var are coerced to it (default: the default's type)")
+    required: bool = opt(False, "fail when no source gives it a value")
+    sensitive: bool = opt(False, "mask the value in logs, errors, inspect and the manifest")
+    description: str = opt("", "what the variable is for")
 
 
 @dataclass
 class CloudImageSource:
     """A bootable disk image (qcow2/raw) used as the base, like Packer's disk_image=true."""
 
-    url: str
-    checksum: str = field(default="none", metadata={"aliases": ["iso_checksum"]})
-    format: Literal["auto", "qcow2", "raw"] = "auto"
-    # overlay: a qcow2 backed by the cached base (fast, small); copy: a standalone full copy
-    disk_mode: Literal["overlay", "copy"] = "overlay"
+    url: str = opt(text="URL (https, http, file) or local path of the base image; downloads are cached")
+    checksum: str = opt("none", "sha256:<hex>, sha512:<hex>, file:<URL of a SUMS file>, or none",
+                        aliases=["iso_checksum"])
+    format: Literal["auto", "qcow2", "raw"] = opt("auto", "image format; auto probes it with qemu-img")
+    disk_mode: Literal["overlay", "copy"] = opt(
+        "overlay", "overlay: a qcow2 backed by the cached base (fast, small); copy: a standalone full copy")
 
 
 @dataclass
 class IsoSource:
     """An installer ISO; the target disk starts empty and boots CD-first."""
 
-    iso_url: str | None = field(default=None, metadata={"aliases": ["url"]})
-    iso_urls: list[str] = field(default_factory=list, metadata={"aliases": ["urls"]})
-    iso_checksum: str = field(default="none", metadata={"aliases": ["checksum"]})
+    iso_url: str | None = opt(None, "URL or local path of the ISO", aliases=["url"])
+    iso_urls: list[str] = opt([], "mirrors tried in order (after iso_url)", aliases=["urls"])
+    iso_checksum: str = opt("none", "sha256:<hex>, sha512:<hex>, file:<URL of a SUMS file>, or none",
+                            aliases=["checksum"])
 
 
 @dataclass
 class CloudInitConfig:
     """User-supplied cloud-init data, merged into the seed baker writes for its build user."""
 
-    enabled: bool = True
-    user_data: dict[str, Any] = field(default_factory=dict)
-    meta_data: dict[str, Any] = field(default_factory=dict)
-    network_config: dict[str, Any] | None = None
+    enabled: bool = opt(True, "attach the NoCloud seed (turn off for ISO installs that make their own user)")
+    user_data: dict[str, Any] = opt({}, "cloud-config merged over baker's (build user, SSH key, host key)")
+    meta_data: dict[str, Any] = opt({}, "NoCloud meta-data merged over baker's (instance-id, hostname)")
+    network_config: dict[str, Any] | None = opt(None, "NoCloud network-config (version 2); none: DHCP")
 
 
 @dataclass
 class Source:
-    cloud_image: CloudImageSource | None = None
-    iso: IsoSource | None = None
-    cloud_init: CloudInitConfig = field(default_factory=CloudInitConfig)
-    # boot: typed through QMP; Packer syntax plus <waitFor "text">
-    boot_command: list[str] = field(default_factory=list, metadata={"late": True})
-    boot_wait: str = field(default="0s", metadata={"duration": True})
-    # QEMU's PS/2 buffer is tiny and nothing acknowledges keys: 10ms dropped keys on a loaded host
-    boot_key_interval: str = field(default="50ms", metadata={"duration": True})
-    # HTTP server on 127.0.0.1 (guest sees it as 10.0.2.2 via user networking)
-    http_directory: str | None = field(default=None, metadata={"path": True})
-    http_content: dict[str, str] = field(default_factory=dict, metadata={"late": True})
-    # an extra CD-ROM (kickstart, autoinstall, autounattend, any files)
-    cd_files: list[str] = field(default_factory=list, metadata={"path": True})
-    cd_content: dict[str, str] = field(default_factory=dict, metadata={"late": True})
-    cd_label: str = "baker"
-    # direct kernel boot
-    kernel: str | None = field(default=None, metadata={"path": True})
-    initrd: str | None = field(default=None, metadata={"path": True})
-    append: str | None = field(default=None, metadata={"late": True})
+    """What the VM boots from (one of cloud_image or iso) and how its boot is driven."""
+
+    cloud_image: CloudImageSource | None = opt(None, "boot a cloud disk image")
+    iso: IsoSource | None = opt(None, "install from an ISO onto an empty disk")
+    cloud_init: CloudInitConfig = opt(factory=CloudInitConfig, text="the cloud-init seed")
+    boot_command: list[str] = opt(
+        [], "keys typed through QMP after boot_wait: Packer syntax (<enter>, <wait5>) plus "
+            '<waitFor "text">', late=True)
+    boot_wait: str = opt("0s", "wait this long after power-on before typing boot_command", duration=True)
+    boot_key_interval: str = opt(
+        "50ms", "pause between keys (QEMU's PS/2 buffer is tiny; below 50ms keys drop on a loaded host)",
+        duration=True)
+    http_directory: str | None = opt(
+        None, "served on 127.0.0.1 (the guest sees 10.0.2.2, {{ build.http_ip }}:{{ build.http_port }})",
+        path=True)
+    http_content: dict[str, str] = opt({}, "URL path -> content served by the same HTTP server", late=True)
+    cd_files: list[str] = opt([], "files and folders put on an extra CD-ROM (kickstart, autounattend, ...)",
+                              path=True)
+    cd_content: dict[str, str] = opt({}, "file name -> content on the extra CD-ROM", late=True)
+    cd_label: str = opt("baker", "volume label of the extra CD-ROM")
+    kernel: str | None = opt(None, "direct kernel boot: the kernel", path=True)
+    initrd: str | None = opt(None, "direct kernel boot: the initrd", path=True)
+    append: str | None = opt(None, "direct kernel boot: the kernel command line", late=True)
 
 
 @dataclass
 class MachineConfig:
-    accelerator: Literal["auto", "kvm", "tcg"] = "auto"
-    cpus: int = 2
-    memory: int = 2048  # MiB, as Packer
-    disk_size: str = field(default="8G", metadata={"size": True})
-    disk_interface: Literal["virtio", "virtio-scsi", "ide", "sata"] = "virtio"
-    disk_cache: Literal["writeback", "writethrough", "none", "unsafe", "directsync"] = "unsafe"
-    disk_discard: Literal["unmap", "ignore"] = "unmap"
-    machine_type: str = "q35"
-    cpu_model: str | None = None
-    firmware: Literal["bios", "uefi"] = "bios"
-    secure_boot: bool = False
-    net_device: str = "virtio-net-pci"
-    qemu_binary: str = "qemu-system-x86_64"
-    # appended to baker's own arguments, never replacing them; each item is one argv word
-    qemuargs: list[str] = field(default_factory=list, metadata={"argv": True})
-    # save a PNG of the screen every N seconds while waiting for SSH (0 = only on failure)
-    screendump_interval: str = field(default="0s", metadata={"duration": True})
+    """The QEMU virtual machine the build runs in."""
+
+    accelerator: Literal["auto", "kvm", "tcg"] = opt(
+        "auto", "auto: KVM when it really runs the guest, else TCG with a warning")
+    cpus: int = opt(2, "virtual CPUs")
+    memory: int = opt(2048, "memory in MiB, as Packer")
+    disk_size: str = opt("8G", "size of the built disk (a cloud image is grown to it)", size=True)
+    disk_interface: Literal["virtio", "virtio-scsi", "ide", "sata"] = opt("virtio", "disk controller")
+    disk_cache: Literal["writeback", "writethrough", "none", "unsafe", "directsync"] = opt(
+        "unsafe", "QEMU cache mode; unsafe is fastest and safe here because baker syncs on shutdown")
+    disk_discard: Literal["unmap", "ignore"] = opt("unmap", "unmap: trimmed blocks shrink the image")
+    machine_type: str = opt("q35", "QEMU machine type (-machine)")
+    cpu_model: str | None = opt(None, "QEMU CPU model (-cpu); default: host with KVM, max with TCG")
+    firmware: Literal["bios", "uefi"] = opt("bios", "uefi uses OVMF and keeps its variable store")
+    secure_boot: bool = opt(False, "uefi only: OVMF with Secure Boot and Microsoft keys enrolled")
+    net_device: str = opt("virtio-net-pci", "NIC model on user-mode networking")
+    qemu_binary: str = opt("qemu-system-x86_64", "the QEMU system emulator to run")
+    qemuargs: list[str] = opt([], "extra argv words appended to baker's own (never replacing them); "
+                                  "Packer's list of lists is flattened", argv=True)
+    screendump_interval: str = opt(
+        "0s", "save a PNG of the screen every interval while waiting for SSH (0s: only on failure)",
+        duration=True)
 
 
 @dataclass
 class CommunicatorConfig:
-    type: Literal["ssh", "none"] = "ssh"
-    ssh_username: str = "baker"
-    ssh_password: str | None = None
-    ssh_private_key_file: str | None = field(default=None, metadata={"path": True})
-    ssh_port: int = 22
-    ssh_timeout: str = field(default="10m", metadata={"duration": True})
-    ssh_handshake_attempts: int = 100
-    # strict: the guest must present the host key baker injected (cloud-init) or the template pins
-    host_key_check: Literal["strict", "off"] = "strict"
-    pause_before_connecting: str = field(default="0s", metadata={"duration": True})
+    """How baker reaches the guest to provision it."""
+
+    type: Literal["ssh", "none"] = opt("ssh", "none: no provisioners, only boot_command and shutdown")
+    ssh_username: str = opt("baker", "build user; cloud-init creates it with baker's generated key")
+    ssh_password: str | None = opt(None, "password login instead of the generated key")
+    ssh_private_key_file: str | None = opt(None, "use this key instead of a generated one", path=True)
+    ssh_port: int = opt(22, "SSH port inside the guest (forwarded to a free host port)")
+    ssh_timeout: str = opt("10m", "how long to wait for SSH after boot", duration=True)
+    ssh_handshake_attempts: int = opt(100, "connection attempts before giving up")
+    host_key_check: Literal["strict", "off"] = opt(
+        "strict", "strict: the guest must present the host key baker injected (cloud-init) or pinned")
+    pause_before_connecting: str = opt("0s", "wait this long once SSH answers, before connecting",
+                                       duration=True)
+
+
+# fields the provisioner types share, each declared once: `name: ... = opt(**_SHARED["name"])`
+_SHARED: dict[str, dict[str, Any]] = {
+    "name": {"text": "shown in the build log instead of the step number"},
+    "inline": {"default": [], "text": "commands run one after another in one shell script"},
+    "script": {"text": "a script file to run", "path": True},
+    "scripts": {"default": [], "text": "script files run in order", "path": True},
+    "environment": {"default": {}, "text": "environment variables (a mapping, or Packer's list of KEY=VALUE)",
+                    "aliases": ["environment_vars"]},
+    "valid_exit_codes": {"default": [0], "text": "exit codes that count as success"},
+    "timeout": {"text": "fail the step after this long", "duration": True},
+    "max_retries": {"default": 0, "text": "retry a failing step this many times"},
+    "pause_before": {"default": "0s", "text": "wait this long before the step", "duration": True},
+}
+for _spec in _SHARED.values():
+    _spec.setdefault("default", None)
 
 
 @dataclass
 class ShellProvisioner:
-    type: Literal["shell"] = "shell"
-    name: str | None = None
-    inline: list[str] = field(default_factory=list)
-    script: str | None = field(default=None, metadata={"path": True})
-    scripts: list[str] = field(default_factory=list, metadata={"path": True})
-    environment: dict[str, str] = field(default_factory=dict, metadata={"aliases": ["environment_vars"]})
-    # run as root through sudo (the build user has passwordless sudo until generalize removes it)
-    sudo: bool = True
-    # Packer's placeholders: {{ path }} the uploaded script, {{ vars }} the environment assignments
-    execute_command: str | None = None
-    remote_folder: str = "/tmp"
-    valid_exit_codes: list[int] = field(default_factory=lambda: [0])
-    expect_disconnect: bool = False
-    timeout: str | None = field(default=None, metadata={"duration": True})
-    max_retries: int = 0
-    pause_before: str = field(default="0s", metadata={"duration": True})
+    """Run commands or scripts in the guest over SSH."""
+
+    type: Literal["shell"] = opt("shell", "the provisioner type")
+    name: str | None = opt(**_SHARED["name"])
+    inline: list[str] = opt(**_SHARED["inline"])
+    script: str | None = opt(**_SHARED["script"])
+    scripts: list[str] = opt(**_SHARED["scripts"])
+    environment: dict[str, str] = opt(**_SHARED["environment"])
+    sudo: bool = opt(True, "run as root through sudo (the build user has passwordless sudo until "
+                           "generalize removes it)")
+    execute_command: str | None = opt(
+        None, "how the script is run; Packer's {{ path }} (the uploaded script) and {{ vars }} (the "
+              "environment assignments)")
+    remote_folder: str = opt("/tmp", "where scripts are uploaded in the guest")
+    valid_exit_codes: list[int] = opt(**_SHARED["valid_exit_codes"])
+    expect_disconnect: bool = opt(False, "a dropped connection (e.g. a reboot) is not a failure")
+    timeout: str | None = opt(**_SHARED["timeout"])
+    max_retries: int = opt(**_SHARED["max_retries"])
+    pause_before: str = opt(**_SHARED["pause_before"])
 
 
 @dataclass
 class FileProvisioner:
-    type: Literal["file"] = "file"
-    name: str | None = None
-    source: str | None = field(default=None, metadata={"path": True})
-    content: str | None = None
-    destination: str = ""
-    direction: Literal["upload", "download"] = "upload"
-    mode: str | None = None  # octal, e.g. "0644"; applied after upload
-    owner: str | None = None  # e.g. "root:root"; applied with sudo after upload
-    max_retries: int = 0
-    pause_before: str = field(default="0s", metadata={"duration": True})
+    """Copy a file or folder into the guest (or, with direction: download, out of it)."""
+
+    type: Literal["file"] = opt("file", "the provisioner type")
+    name: str | None = opt(**_SHARED["name"])
+    source: str | None = opt(None, "local file or folder (a trailing / copies the folder's contents)",
+                             path=True)
+    content: str | None = opt(None, "upload this text instead of a source file")
+    destination: str = opt("", "path in the guest (or on the host for a download)")
+    direction: Literal["upload", "download"] = opt("upload", "download copies from the guest to the host")
+    mode: str | None = opt(None, 'octal mode applied after upload, e.g. "0644"')
+    owner: str | None = opt(None, 'owner applied with sudo after upload, e.g. "root:root"')
+    max_retries: int = opt(**_SHARED["max_retries"])
+    pause_before: str = opt(**_SHARED["pause_before"])
 
 
 @dataclass
 class ShellLocalProvisioner:
-    type: Literal["shell-local"] = "shell-local"
-    name: str | None = None
-    inline: list[str] = field(default_factory=list)
-    script: str | None = field(default=None, metadata={"path": True})
-    scripts: list[str] = field(default_factory=list, metadata={"path": True})
-    environment: dict[str, str] = field(default_factory=dict, metadata={"aliases": ["environment_vars"]})
-    valid_exit_codes: list[int] = field(default_factory=lambda: [0])
-    timeout: str | None = field(default=None, metadata={"duration": True})
-    max_retries: int = 0
-    pause_before: str = field(default="0s", metadata={"duration": True})
+    """Run commands or scripts on the host (as a post step: with the artifacts in its environment)."""
+
+    type: Literal["shell-local"] = opt("shell-local", "the step type")
+    name: str | None = opt(**_SHARED["name"])
+    inline: list[str] = opt(**_SHARED["inline"])
+    script: str | None = opt(**_SHARED["script"])
+    scripts: list[str] = opt(**_SHARED["scripts"])
+    environment: dict[str, str] = opt(**_SHARED["environment"])
+    valid_exit_codes: list[int] = opt(**_SHARED["valid_exit_codes"])
+    timeout: str | None = opt(**_SHARED["timeout"])
+    max_retries: int = opt(**_SHARED["max_retries"])
+    pause_before: str = opt(**_SHARED["pause_before"])
 
 
 Provisioner = ShellProvisioner | FileProvisioner | ShellLocalProvisioner
@@ -178,10 +221,10 @@ class ChecksumPost:
     SHA256SUMS is always written by the export step; this adds the digests other tools want.
     """
 
-    type: Literal["checksum"] = "checksum"
-    name: str | None = None
-    types: list[Literal["md5", "sha1", "sha224", "sha256", "sha384", "sha512"]] = field(
-        default_factory=lambda: ["sha512"], metadata={"aliases": ["checksum_types"]})
+    type: Literal["checksum"] = opt("checksum", "the step type")
+    name: str | None = opt(**_SHARED["name"])
+    types: list[Literal["md5", "sha1", "sha224", "sha256", "sha384", "sha512"]] = opt(
+        ["sha512"], "digests to write, one <TYPE>SUMS file each", aliases=["checksum_types"])
 
 
 # `post:` steps run after the artifacts are published; shell-local gets the artifact paths in its env
@@ -190,22 +233,25 @@ PostStep = ShellLocalProvisioner | ChecksumPost
 
 @dataclass
 class ShutdownConfig:
-    # empty: ACPI power-down over QMP. Either way baker waits for QEMU to exit, then kills it.
-    command: str | None = field(default=None, metadata={"aliases": ["shutdown_command"]})
-    timeout: str = field(default="5m", metadata={"duration": True, "aliases": ["shutdown_timeout"]})
+    """How the guest is stopped; either way baker waits for QEMU to exit, then kills it."""
+
+    command: str | None = opt(None, "run in the guest to power off; empty: ACPI power-down over QMP",
+                              aliases=["shutdown_command"])
+    timeout: str = opt("5m", "how long to wait for the guest to power off", duration=True,
+                       aliases=["shutdown_timeout"])
 
 
 @dataclass
 class GeneralizeConfig:
     """Run inside the guest right before shutdown so clones are distinct and credentials are gone."""
 
-    enabled: bool = True
-    remove_build_user: bool = True
-    cloud_init_clean: bool = True
-    machine_id: bool = True
-    ssh_host_keys: bool = True
-    logs: bool = True
-    fstrim: bool = True
+    enabled: bool = opt(True, "run the generalize step at all")
+    remove_build_user: bool = opt(True, "delete the build user, its key and its sudo rule")
+    cloud_init_clean: bool = opt(True, "cloud-init clean, so clones run cloud-init again")
+    machine_id: bool = opt(True, "empty /etc/machine-id, so each clone gets its own")
+    ssh_host_keys: bool = opt(True, "remove SSH host keys, so each clone makes its own")
+    logs: bool = opt(True, "truncate logs and shell history")
+    fstrim: bool = opt(True, "trim free space so the exported image is small")
 
 
 POLICY_CHECKS = ("password_ssh_login", "empty_passwords", "build_user", "leftover_secrets",
@@ -217,13 +263,13 @@ class PolicyConfig:
     """The built-in policy evaluated in the guest before shutdown. A failing check makes the version
     not promotable; the checks in `fail_on` (or "all") fail the build instead."""
 
-    enabled: bool = True
-    fail_on: list[str] = field(default_factory=list)
-    ignore: list[str] = field(default_factory=list)  # checks reported but never held against the version
-    # refresh the package lists in the guest to count pending updates from the security archive
-    security_updates: bool = True
-    max_security_updates: int | None = None  # more pending security updates than this fail the check
-    allowed_ports: list[int] | None = None  # listening TCP/UDP ports; others fail listening_services
+    enabled: bool = opt(True, "evaluate the policy")
+    fail_on: list[str] = opt([], f"checks that fail the build, or all ({', '.join(POLICY_CHECKS)})")
+    ignore: list[str] = opt([], "checks reported but never held against the version")
+    security_updates: bool = opt(
+        True, "refresh the package lists in the guest to count pending updates from the security archive")
+    max_security_updates: int | None = opt(None, "more pending security updates than this fail the check")
+    allowed_ports: list[int] | None = opt(None, "listening TCP/UDP ports; others fail listening_services")
 
 
 @dataclass
@@ -231,16 +277,16 @@ class ScanConfig:
     """An external scanner run on the host after export (grype, trivy, ...): argv with $BAKER_SBOM,
     $BAKER_IMAGE and $BAKER_OUTPUT_DIR in its environment; its exit status and output are recorded."""
 
-    command: list[str] = field(default_factory=list)
-    timeout: str = field(default="10m", metadata={"duration": True})
-    fail_build: bool = False  # a non-zero exit fails the build (else: recorded, not promotable)
+    command: list[str] = opt([], "the scanner's argv")
+    timeout: str = opt("10m", "stop the scanner after this long", duration=True)
+    fail_build: bool = opt(False, "a non-zero exit fails the build (else: recorded, not promotable)")
 
 
 @dataclass
 class SignConfig:
     """Sign on build: the provenance (DSSE, ed25519) and SHA256SUMS (OpenSSH signature)."""
 
-    key: str = field(default="", metadata={"path": True})  # an unencrypted OpenSSH ed25519 private key
+    key: str = opt("", "an unencrypted OpenSSH ed25519 private key", path=True)
 
 
 @dataclass
@@ -254,22 +300,27 @@ class ExportSpec:
 
 @dataclass
 class Template:
-    name: str
-    path: Path
-    description: str = ""
-    version: str = ""
-    variables: dict[str, Variable] = field(default_factory=dict)
-    source: Source = field(default_factory=Source)
-    machine: MachineConfig = field(default_factory=MachineConfig)
-    communicator: CommunicatorConfig = field(default_factory=CommunicatorConfig)
-    provisioners: list[Provisioner] = field(default_factory=list, metadata={"tagged_by": "type"})
-    shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
-    generalize: GeneralizeConfig = field(default_factory=GeneralizeConfig)
-    exports: list[ExportSpec] = field(default_factory=list)
-    post: list[PostStep] = field(default_factory=list, metadata={"tagged_by": "type"})
-    policy: PolicyConfig = field(default_factory=PolicyConfig)
-    scan: ScanConfig | None = None
-    sign: SignConfig | None = None
+    """A baker template: one source, built once, provisioned, generalized, exported."""
+
+    name: str = opt(text="names the image and its output files")
+    path: Path = opt(text="")  # not a template key (set by the loader)
+    description: str = opt("", "free text, recorded in the manifest and the OVF")
+    version: str = opt("", "recorded in the manifest and the store (unique per name)")
+    variables: dict[str, Variable] = opt(
+        {}, "inputs: name -> declaration (or just a default value), used as {{ var.NAME }}")
+    source: Source = opt(factory=Source, text="what the VM boots from")
+    machine: MachineConfig = opt(factory=MachineConfig, text="the virtual machine")
+    communicator: CommunicatorConfig = opt(factory=CommunicatorConfig, text="how baker reaches the guest")
+    provisioners: list[Provisioner] = opt([], "steps run in the guest (or on the host) in order",
+                                          tagged_by="type")
+    shutdown: ShutdownConfig = opt(factory=ShutdownConfig, text="how the guest is stopped")
+    generalize: GeneralizeConfig = opt(factory=GeneralizeConfig, text="clean-up in the guest before shutdown")
+    exports: list[ExportSpec] = opt([], "output formats, each a type and its options (default: one qcow2)")
+    post: list[PostStep] = opt([], "steps run on the host after the artifacts are published",
+                               tagged_by="type")
+    policy: PolicyConfig = opt(factory=PolicyConfig, text="built-in checks in the guest before shutdown")
+    scan: ScanConfig | None = opt(None, "an external vulnerability scanner run after export")
+    sign: SignConfig | None = opt(None, "sign the provenance and SHA256SUMS")
     # resolved variable values (after precedence and type coercion) and which ones are sensitive
     values: dict[str, Any] = field(default_factory=dict)
     sensitive_values: list[str] = field(default_factory=list)
