@@ -197,7 +197,8 @@ def setup_logging(reporter: Reporter, build_log: Path | None, verbose: bool = Fa
         root.addHandler(h)
     # paramiko logs every refused handshake while the guest boots as an ERROR with a traceback;
     # the communicator reports what matters itself
-    for noisy in ("paramiko", "qemu.qmp"):
+    # asyncio: qemu.qmp's pending reads end with "Task exception was never retrieved" when QEMU quits
+    for noisy in ("paramiko", "qemu.qmp", "asyncio"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
     return handlers
 

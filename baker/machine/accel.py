@@ -103,8 +103,13 @@ def kvm_problem(qemu_binary: str) -> str | None:
     if recorded is not None:
         return recorded or None
     problem = probe_kvm(qemu_binary)
-    _store(_key(qemu_binary), problem or "")
+    record_kvm_probe(qemu_binary, problem)
     return problem
+
+
+def record_kvm_probe(qemu_binary: str, problem: str | None) -> None:
+    """Record a probe's verdict for this host boot: None = KVM ran the probe guest."""
+    _store(_key(qemu_binary), problem or "")
 
 
 def recorded_kvm_problem(qemu_binary: str) -> str | None:
