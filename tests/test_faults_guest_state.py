@@ -220,8 +220,13 @@ def test_silent_kvm_falls_back_within_seconds(tmp_path: Path, base_image: Path):
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    reader.join(timeout=120)
-    proc.wait(timeout=60)
+    try:
+        reader.join(timeout=120)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:  # a failed expectation must not leave a build (and its QEMU) running
+            proc.kill()
+            proc.wait()
     assert any("restarting under TCG" in line for line in seen), "".join(seen)[-2000:]
     assert time.monotonic() - started < 60
     assert proc.returncode == 143
