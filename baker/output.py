@@ -70,7 +70,8 @@ class Reporter:
         if mode is None:
             mode = "tty" if self.stream.isatty() else "plain"
         self.mode = mode
-        self._lock = threading.Lock()
+        # re-entrant: a signal handler that logs can interrupt a write holding it (SIGTERM mid-line)
+        self._lock = threading.RLock()
         self._current: tuple[str, int, int, float] | None = None
         self._ticker: threading.Thread | None = None
         self._stop = threading.Event()

@@ -63,9 +63,10 @@ def signal_guard(cancel: threading.Event,
             log.warning("received %s: stopping the build and cleaning up (send again to force)",
                         signal.Signals(signum).name)
             raise Interrupted(signum)
-        log.error("received %s again: exiting without cleanup", signal.Signals(signum).name)
-        if on_force_exit is not None:
+        if on_force_exit is not None:  # first, before anything that could block (logging, output)
             on_force_exit()
+        with contextlib.suppress(Exception):
+            log.error("received %s again: exited without cleanup", signal.Signals(signum).name)
         os._exit(128 + signum)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}

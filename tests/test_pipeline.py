@@ -149,3 +149,51 @@ def test_a_signal_a_step_swallowed_still_exits_with_that_signals_code():
     assert proc.stdout.readline().strip() == "ready"
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(20) == 143
+
+
+MID_WRITE_SCRIPT = textwrap.dedent("""
+    import sys, threading, time
+    from baker.errors import Interrupted
+    from baker.output import Reporter, setup_logging
+    from baker.pipeline import Pipeline
+
+    class SlowStream:
+        '''stdout that is busy (a slow reader, a full pipe) exactly when the signal arrives'''
+        first = True
+        def write(self, text):
+            if self.first:
+                self.first = False
+                print("ready", file=sys.stderr, flush=True)
+                time.sleep(60)
+            sys.stdout.write(text)
+        def flush(self):
+            sys.stdout.flush()
+        def isatty(self):
+            return False
+
+    reporter = Reporter("json", stream=SlowStream())
+    setup_logging(reporter, None)
+    class S:
+        name = "talks"
+        def run(s, st):
+            reporter.event("info", message="a line the signal interrupts")
+        def cleanup(s, st):
+            pass
+    try:
+        Pipeline([S()]).run(None, threading.Event())
+    except Interrupted as e:
+        sys.exit(e.exit_code)
+""")
+
+
+def test_a_signal_during_output_does_not_deadlock():
+    """The signal handler logs; if that waited for the lock the interrupted write holds, baker (and
+    the QEMU it should stop) would hang forever."""
+    proc = subprocess.Popen([sys.executable, "-c", MID_WRITE_SCRIPT], stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True, cwd=Path(__file__).parents[1])
+    assert proc.stderr.readline().strip() == "ready"
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        assert proc.wait(20) == 143
+    finally:
+        proc.kill()
