@@ -248,7 +248,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    if any("\x00" in w for w in words):  # no shell passes one; paths with it cannot be opened
+        print("error: an argument contains a NUL byte", file=sys.stderr)
+        return 2
+    args = parser().parse_args(words)
     handler = getattr(args, "func", None) or {
         "build": cmd_build, "validate": cmd_validate, "inspect": cmd_inspect, "cache": cmd_cache,
         "doctor": cmd_doctor, "import": cmd_import}[args.command]
