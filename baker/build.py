@@ -15,6 +15,7 @@ from pathlib import Path
 
 from baker.errors import BakerError, Interrupted, StepError, TimedOut
 from baker.fsutil import remove
+from baker.incremental import Fingerprint
 from baker.machine import registry
 from baker.output import Failure, Reporter, setup_logging, teardown_logging
 from baker.paths import cache_root
@@ -33,11 +34,41 @@ class BuildOutcome:
     error: BaseException | None = None
     logs_dir: Path | None = None
     timings: list[StepTiming] = field(default_factory=list)
+    skipped: bool = False  # --if-changed found nothing changed: nothing was built
 
 
 def run_build(
     t: Template, options: BuildOptions, reporter: Reporter, *, verbose: bool = False
 ) -> BuildOutcome:
+    """One build of one output, holding that output's lock; with --if-changed, maybe no build at all."""
+    from baker.incremental import OutputLocked, decide, fingerprint, output_lock, write_deps_file
+
+    out = options.output_dir
+    try:
+        with output_lock(out, template=str(t.path), wait=options.wait_lock,
+                         notice=lambda kind, message: reporter.event(kind, message=message)):
+            fp = fingerprint(t)
+            if options.if_changed and not options.force:
+                decision = decide(fp, out, name=t.name, store=options.store)
+                if decision.up_to_date:
+                    reporter.event("build_skipped", name=t.name, reason=decision.reason, output_dir=str(out))
+                    if options.deps_file is not None:
+                        write_deps_file(options.deps_file, t, out)
+                    return BuildOutcome(True, 0, out, skipped=True)
+                reporter.event("build_reason", name=t.name, reason=f"{t.name}: {decision.reason}",
+                               changed=list(decision.changed))
+            outcome = _run(t, options, reporter, fp, verbose)
+            if outcome.ok and options.deps_file is not None:
+                write_deps_file(options.deps_file, t, out)
+            return outcome
+    except OutputLocked as e:
+        reporter.failure(Failure(step="lock", message=str(e), tails={}, logs=None, exit_code=e.exit_code,
+                                 debug=None))
+        return BuildOutcome(False, e.exit_code, out, e)
+
+
+def _run(t: Template, options: BuildOptions, reporter: Reporter, fp: Fingerprint,
+         verbose: bool) -> BuildOutcome:
     log = logging.getLogger("baker.build")
     log_dir = Path(tempfile.mkdtemp(prefix=f"baker-log-{t.name}-"))
     os.chmod(log_dir, 0o700)
@@ -82,7 +113,7 @@ def run_build(
                         hold=hold if options.on_error == "abort" else None, on_force_exit=registry.kill_all)
     # the manifest's step timings are the pipeline's own record, not a second copy
     state = BuildState(template=t, options=options, cancel=cancel, log=log, log_file=log_file,
-                       timings=pipeline.result.timings)
+                       timings=pipeline.result.timings, fingerprint=fp)
     reporter.event("build_start", name=t.name, template=str(t.path), steps=[s.name for s in steps],
                    output_dir=str(options.output_dir))
     started = time.monotonic()

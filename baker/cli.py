@@ -1,7 +1,8 @@
 """The `baker` command: subcommands, flags and exit codes; the work happens elsewhere.
 
 Exit codes (baker.errors.EXIT_*): 0 success · 1 build failed · 2 invalid template or usage ·
-3 not promotable (promote refused) · 124 --timeout ran out · 128+N stopped by signal N
+3 not promotable (promote refused) · 75 the output is locked by another build ·
+124 --timeout ran out · 128+N stopped by signal N
 (130 Ctrl-C, 143 SIGTERM).
 """
 
@@ -56,6 +57,16 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--store", type=Path, help="record the image in this store (default: $BAKER_STORE "
                                               "or ~/.local/share/baker/store)")
     b.add_argument("--no-store", action="store_true", help="do not record the image in a store")
+    b.add_argument("--if-changed", action="store_true",
+                   help="do nothing (exit 0) when no input changed since the last good build of this "
+                        "output (or the store's latest version); otherwise say what changed and build")
+    b.add_argument("--force", "-force", action="store_true", help="build even when --if-changed finds "
+                                                                  "nothing changed")
+    b.add_argument("--wait-lock", action="store_true",
+                   help="when another build of the same output runs, wait for it instead of failing "
+                        "(exit 75)")
+    b.add_argument("--deps-file", type=Path, metavar="FILE",
+                   help="after a good build, write a Make rule (artifacts: inputs) here, like gcc -MD")
 
     v = sub.add_parser("validate", help="check a template without building",
                        description="Load, render and validate a template; errors name file:line:col.")
@@ -65,6 +76,12 @@ def parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="show the resolved template and the steps a build runs")
     _add_template_args(i)
     i.add_argument("--json", action="store_true", help="machine-readable output")
+
+    dp = sub.add_parser("deps", help="print the Make rule of a build: its artifacts and every local input",
+                        description="Print `ARTIFACTS: TEMPLATE INPUTS...` (and an empty rule per input, as "
+                                    "gcc -MP) for a Makefile to -include; `build --deps-file` writes it too.")
+    _add_template_args(dp)
+    dp.add_argument("--output-dir", "-o", type=Path, help="the build's output dir (default: images/<name>)")
 
     d = sub.add_parser("doctor", help="what baker will use on this host, and why",
                        description="QEMU and qemu-img versions, the accelerator decision and where it is "
@@ -159,6 +176,15 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deps(args: argparse.Namespace) -> int:
+    from baker.incremental import make_rule
+
+    t = _load(args)
+    _warn(t)
+    sys.stdout.write(make_rule(t, (args.output_dir or Path("images") / t.name).resolve()))
+    return 0
+
+
 def cmd_cache(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
@@ -235,7 +261,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         reporter.event("warning", message=str(w))
     out = args.output_dir or Path("images") / t.name
     options = BuildOptions(output_dir=out.resolve(), on_error=args.on_error, keep_workdir=args.keep_workdir,
-                           export_jobs=args.export_jobs, timeout=args.timeout, accelerator=args.accel)
+                           export_jobs=args.export_jobs, timeout=args.timeout, accelerator=args.accel,
+                           if_changed=args.if_changed, force=args.force, wait_lock=args.wait_lock,
+                           deps_file=args.deps_file.resolve() if args.deps_file else None)
     if not args.no_store:
         from baker.store import default_store_path
 
@@ -255,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(words)
     handler = getattr(args, "func", None) or {
         "build": cmd_build, "validate": cmd_validate, "inspect": cmd_inspect, "cache": cmd_cache,
-        "doctor": cmd_doctor, "import": cmd_import}[args.command]
+        "doctor": cmd_doctor, "import": cmd_import, "deps": cmd_deps}[args.command]
     try:
         return handler(args)
     except BrokenPipeError:

@@ -29,8 +29,6 @@ _ONE_SOURCE = ("a baker template has exactly one source, so there is no build to
 PACKER_FLAGS: dict[str, str] = {
     "-only": _ONE_SOURCE,
     "-except": _ONE_SOURCE,
-    "-force": ("it is never needed: a successful build replaces the output dir atomically, and a "
-               "failed one leaves the previous image untouched; use --output-dir for another place"),
     "-debug": "use --on-error=abort to keep the VM up after a failure, or --verbose for debug output",
     "-machine-readable": "use --json (one JSON event per line, see docs/events.md)",
     "-color": "use --plain for timestamped lines without a status line",

@@ -110,6 +110,7 @@ class Interrupted(BakerError):
 EXIT_OK = 0
 EXIT_FAILED = 1  # the build (or an import) failed
 EXIT_USAGE = 2  # invalid template, unknown option or bad option value
+EXIT_LOCKED = 75  # another build of the same output holds its lock (EX_TEMPFAIL: try again later)
 EXIT_TIMEOUT = 124  # --timeout ran out (as timeout(1)); an external SIGTERM stays 143
 
 

@@ -16,6 +16,8 @@ EVENTS: dict[str, dict[str, tuple[type, ...]]] = {
     "build_start": {"name": (str,), "template": (str,), "steps": (list,), "output_dir": (str,)},
     "step_start": {"step": (str,), "index": (int,), "total": (int,)},
     "step_done": {"step": (str,), "index": (int,), "total": (int,), "seconds": _NUM},
+    "build_skipped": {"name": (str,), "reason": (str,), "output_dir": (str,)},
+    "build_reason": {"name": (str,), "reason": (str,), "changed": (list,)},
     "build_done": {"name": (str,), "seconds": _NUM, "output_dir": (str,), "artifacts": (list,)},
     "build_failed": {"step": _OPT_STR, "message": (str,), "tails": (dict,), "logs": _OPT_STR,
                      "exit_code": (int,), "debug": (dict, type(None))},

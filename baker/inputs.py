@@ -1,21 +1,21 @@
 """Everything a build is made from, each with its digest: template, resolved variables (secrets
 masked), base image, provisioner scripts and uploaded files, tool versions.
 
-One module on purpose: the provenance statement lists these inputs, and a build fingerprint (rebuild
-only if something changed) must hash exactly the same set.
+One module on purpose: the provenance statement lists these inputs, and the build fingerprint
+(baker.incremental: rebuild only if something changed) hashes the same listing.
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
-import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import baker
-from baker.fsutil import file_digest
+from baker.digests import cached_digest
 from baker.secrets import MASK
 from baker.template.model import FileProvisioner, ShellLocalProvisioner, ShellProvisioner, Template
 
@@ -24,7 +24,7 @@ from baker.template.model import FileProvisioner, ShellLocalProvisioner, ShellPr
 class Input:
     """One resolved dependency: what it is, where it came from, its sha256."""
 
-    kind: str  # "template" | "base_image" | "script" | "file" | "directory"
+    kind: str  # "template" | "base_image" | "script" | "file" | "directory" | "var_file" | "media"
     uri: str
     sha256: str
 
@@ -45,10 +45,6 @@ class BuildInputs:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def fingerprint(self) -> str:
-        """sha256 over the canonical JSON of every input: equal fingerprints, equal builds."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
-
 
 def masked_variables(t: Template) -> dict[str, Any]:
     return {k: (MASK if k in t.sensitive_values else v) for k, v in sorted(t.values.items())}
@@ -61,7 +57,7 @@ def tree_digest(root: Path) -> str:
         dirnames.sort()
         for name in sorted(filenames):
             p = Path(dirpath, name)
-            h.update(f"{p.relative_to(root).as_posix()}\0{file_digest(p)}\n".encode())
+            h.update(f"{p.relative_to(root).as_posix()}\0{cached_digest(p)}\n".encode())
     return h.hexdigest()
 
 
@@ -69,7 +65,7 @@ def _local(path: str, kind: str) -> Input:
     p = Path(path.rstrip("/") or "/")
     if p.is_dir():
         return Input("directory", p.as_uri(), tree_digest(p))
-    return Input(kind, p.as_uri(), file_digest(p))
+    return Input(kind, p.as_uri(), cached_digest(p))
 
 
 def provisioner_files(t: Template) -> list[Input]:
@@ -82,12 +78,40 @@ def provisioner_files(t: Template) -> list[Input]:
     return out
 
 
+def media_files(t: Template) -> list[Input]:
+    """What the guest reads besides the base: the extra CD, the HTTP folder, a direct-boot kernel."""
+    src = t.source
+    paths = [*src.cd_files, *([src.http_directory] if src.http_directory else []),
+             *([src.kernel] if src.kernel else []), *([src.initrd] if src.initrd else [])]
+    return [_local(p, "media") for p in _expand(paths)]
+
+
+def var_files(t: Template) -> list[Input]:
+    return [Input("var_file", p.as_uri(), cached_digest(p)) for p in t.var_files]
+
+
+def local_files(t: Template) -> list[Input]:
+    """Every local file or folder the build reads, template first: Make's prerequisites, in order."""
+    return [Input("template", t.path.as_uri(), t.sha256), *var_files(t), *provisioner_files(t),
+            *media_files(t)]
+
+
+def _expand(paths: list[str]) -> list[str]:
+    """cd_files may be globs (as in Packer); a glob that matches nothing stays as written."""
+    out: list[str] = []
+    for p in paths:
+        hits = sorted(glob.glob(p)) if glob.has_magic(p) else []
+        out += hits or [p]
+    return out
+
+
 def collect(t: Template, *, base_url: str | None, base_sha256: str | None,
             qemu_version: str = "") -> BuildInputs:
     base = Input("base_image", base_url or "", base_sha256) if base_sha256 else None
     return BuildInputs(
         name=t.name, version=t.version,
         template=Input("template", t.path.as_uri(), t.sha256),
-        variables=masked_variables(t), base_image=base, files=provisioner_files(t),
+        variables=masked_variables(t), base_image=base,
+        files=[*var_files(t), *provisioner_files(t), *media_files(t)],
         tools={"baker": baker.__version__, "qemu": qemu_version},
     )

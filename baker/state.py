@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # the steps import these lazily; the state only names them
     from baker.communicator.ssh import SSHCommunicator
     from baker.export.base import ExportResult
     from baker.httpserver import HTTPServer
+    from baker.incremental import Fingerprint
     from baker.keys import BuildKeys
     from baker.machine.accel import AccelChoice
     from baker.machine.qemu import Machine
@@ -31,6 +32,10 @@ class BuildOptions:
     accelerator: str | None = None  # --accel: overrides machine.accelerator (BAKER_ACCEL overrides both)
     timeout: float | None = None  # --timeout, seconds: the build stops and cleans up (exit 124)
     store: Path | None = None  # record the image here after publishing; None: --no-store
+    if_changed: bool = False  # --if-changed: skip when the fingerprint matches the last good build
+    force: bool = False  # --force: rebuild even when --if-changed finds nothing changed
+    wait_lock: bool = False  # --wait-lock: queue behind another build of the same output
+    deps_file: Path | None = None  # --deps-file: write the Make rule here after a good build
 
 
 @dataclass
@@ -57,6 +62,7 @@ class BuildState:
     exports: list[ExportResult] = field(default_factory=list)
     manifest_path: Path | None = None
     qemu_version: str = ""
+    fingerprint: Fingerprint | None = None  # the inputs as they were when the build began
     timings: list[StepTiming] = field(default_factory=list)  # the pipeline's record, shared not copied
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 

@@ -45,7 +45,7 @@ def template(tmp: Path, body: str = "", *, base: str | None = None, checksum: st
 
 @pytest.mark.parametrize("flag, says", [
     ("-only=qemu.x", "exactly one source"), ("-except=qemu.x", "exactly one source"),
-    ("-force", "replaces the output dir atomically"), ("-debug", "--on-error=abort"),
+    ("-debug", "--on-error=abort"),
     ("-machine-readable", "--json"), ("-parallel-builds=2", "--export-jobs"),
 ])
 def test_packer_flags_baker_lacks_are_refused_naming_what_baker_does(tmp_path: Path, monkeypatch, flag: str,
@@ -57,7 +57,9 @@ def test_packer_flags_baker_lacks_are_refused_naming_what_baker_does(tmp_path: P
 
 
 def test_packer_spellings_baker_has_are_accepted():
-    a = cli.parser().parse_args(["build", "T", "-var", "a=1", "-var-file=v.yaml", "-on-error=abort"])
+    a = cli.parser().parse_args(["build", "T", "-var", "a=1", "-var-file=v.yaml", "-on-error=abort",
+                                 "-force"])
+    assert a.force
     assert a.vars == [("a", "1")] and a.var_files == [Path("v.yaml")] and a.on_error == "abort"
     a = cli.parser().parse_args(["build", "T", "-var-file", "v.yaml", "-o/tmp/out", "--on-error", "cleanup"])
     assert a.output_dir == Path("/tmp/out") and a.on_error == "cleanup"

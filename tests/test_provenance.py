@@ -140,8 +140,6 @@ def test_statement_is_slsa_v1_with_inputs_by_digest(tmp_path: Path) -> None:
     assert inputs.variables == {"token": "<sensitive>"}
     assert [d.kind for d in inputs.dependencies()] == ["template", "base_image", "script", "directory"]
     assert inputs.files[1].sha256 == tree_digest(tmp_path / "www")
-    assert inputs.fingerprint() == collect(template, base_url="/base.qcow2", base_sha256="ab" * 32,
-                                           qemu_version="QEMU 7.2").fingerprint()
     folder = image_dir(tmp_path / "img")
     body = json.loads((folder / STATEMENT_FILE).read_text())
     assert body["_type"] == STATEMENT_TYPE and body["predicateType"] == PREDICATE_TYPE

@@ -5,25 +5,21 @@ from __future__ import annotations
 import os
 
 from baker.state import BuildState
-from baker.units import human_size, parse_size
+from baker.units import human_size
 
 
 class ExportImages:
     name = "export"
 
     def run(self, s: BuildState) -> None:
-        from baker.export import ExportContext, VMSpec, run_exports
+        from baker.export import ExportContext, run_exports
+        from baker.outputs import vm_spec
 
         t = s.template
         assert s.staging_dir is not None and s.work_dir is not None and s.disk is not None
         export_work = s.work_dir / "export"
         export_work.mkdir(mode=0o700, exist_ok=True)
-        vm = VMSpec(
-            name=t.name, cpus=t.machine.cpus, memory_mb=t.machine.memory,
-            disk_size=parse_size(t.machine.disk_size), firmware=t.machine.firmware,
-            machine_type=t.machine.machine_type, disk_interface=t.machine.disk_interface,
-            version=t.version or "0.0.0", description=t.description,
-        )
+        vm = vm_spec(t)
         ctx = ExportContext(master=s.disk, output_dir=s.staging_dir, work_dir=export_work, vm=vm, log=s.log)
         jobs = max(1, min(s.options.export_jobs, os.cpu_count() or 1))
         s.exports = run_exports(ctx, [(e.type, e.options) for e in t.exports], jobs=jobs)

@@ -23,7 +23,8 @@ class WriteProvenance:
         inputs = collect(t, base_url=s.base_url, base_sha256=s.base_sha256, qemu_version=s.qemu_version)
         internal = {"accelerator": getattr(s.accel, "accel", None), "cpus": t.machine.cpus,
                     "memory_mb": t.machine.memory, "firmware": t.machine.firmware,
-                    "exports": [e.type for e in t.exports], "fingerprint": inputs.fingerprint()}
+                    "exports": [e.type for e in t.exports],
+                    "fingerprint": s.fingerprint.digest if s.fingerprint else None}
         body = statement(inputs, subject_files(s.staging_dir), started=_utc(s.started_at),
                          finished=_utc(datetime.now(UTC)), internal=internal)
         path = atomic_write(s.staging_dir / STATEMENT_FILE, dumps(body))

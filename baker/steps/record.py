@@ -56,6 +56,8 @@ class RecordManifest:
             "artifacts": artifacts,
             "exports": [{"type": r.type, "seconds": round(r.seconds, 2)} for r in s.exports],
             "steps": [{"step": st.name, "seconds": st.seconds} for st in s.timings if st.status == "ok"],
+            # what --if-changed compares a later build with (baker.incremental)
+            "inputs": s.fingerprint.to_dict() if s.fingerprint is not None else None,
             "tools": {"baker": baker.__version__, "qemu": s.qemu_version,
                       "python": platform.python_version()},
         }

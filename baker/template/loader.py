@@ -88,7 +88,8 @@ def _load(path: str | Path, cli_vars: dict[str, str], var_files: list[str | Path
     exports = _exports(conv, top.get("exports", (None, None))[1])
     t = Template(name=name, path=abs_path, **(kwargs if kwargs is not BAD else {}),
                  variables=resolved.variables, exports=exports, values=resolved.values,
-                 sensitive_values=resolved.sensitive, sha256=hashlib.sha256(data).hexdigest(), marks=marks)
+                 sensitive_values=resolved.sensitive, sha256=hashlib.sha256(data).hexdigest(), marks=marks,
+                 var_files=[Path(os.path.abspath(f)) for f in var_files])
 
     where = checks.Where(marks, problems, Mark(display, 1, 1))
     checks.resolve_paths(t, "", template_dir, where)

@@ -326,6 +326,8 @@ class Template:
     sensitive_values: list[str] = field(default_factory=list)
     # sha256 of the template file's bytes, for the manifest and cache keys
     sha256: str = ""
+    # the --var-file files, absolute: build inputs (and Make prerequisites)
+    var_files: list[Path] = field(default_factory=list)
     # where each key path came from, for errors raised later (e.g. "provisioners[2].script")
     marks: dict[str, Mark] = field(default_factory=dict)
     # problems that do not stop a build (TemplateError objects, e.g. a source without a checksum);

@@ -1,0 +1,67 @@
+"""`baker deps` and `build --deps-file`: a Make rule from the artifacts to every local input, as
+`gcc -MD -MP` writes one, so a Makefile can `-include images/*.d` and know when to rebuild."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from baker.fsutil import atomic_write
+from baker.inputs import local_files
+from baker.outputs import planned_files
+from baker.template.model import Template
+
+
+def _esc(path: str) -> str:
+    return path.replace("$", "$$").replace(" ", "\\ ").replace("#", "\\#").replace(":", "\\:")
+
+
+def _show(p: Path | str) -> str:
+    rel = os.path.relpath(p)
+    return str(p) if rel.startswith("../../") else rel
+
+
+def _uri_path(uri: str) -> Path:
+    return Path(uri.removeprefix("file://"))
+
+
+def _base_files(t: Template) -> list[Path]:
+    """The base image and its checksum file, when they are local files."""
+    from baker.checksum import ChecksumFileRef, parse_checksum
+    from baker.sources.cache import local_path
+    from baker.sources.source import source_checksum_spec, source_urls
+
+    src = t.source.cloud_image or t.source.iso
+    if src is None:
+        return []
+    out = [p for u in source_urls(src, t.path.parent)[:1] if (p := local_path(u)) is not None]
+    spec = parse_checksum(source_checksum_spec(src, t.path.parent))
+    if isinstance(spec, ChecksumFileRef) and (p := local_path(spec.location)) is not None:
+        out.append(p)
+    return out
+
+
+def prerequisites(t: Template) -> list[Path]:
+    """The template, then every local file the build reads; folders with each file in them."""
+    out: list[Path] = []
+    for inp in local_files(t):
+        p = _uri_path(inp.uri)
+        out.append(p)
+        if inp.kind == "directory":
+            out += sorted(Path(d, f) for d, _, fs in os.walk(p) for f in fs)
+    out += _base_files(t)
+    seen: set[Path] = set()
+    return [p for p in out if not (p in seen or seen.add(p))]
+
+
+def make_rule(t: Template, output_dir: Path) -> str:
+    targets = " ".join(_esc(_show(p)) for p in planned_files(t, output_dir))
+    prereqs = [_esc(_show(p)) for p in prerequisites(t)]
+    lines = [f"{targets}: " + " \\\n  ".join(prereqs), ""]
+    # -MP: an empty rule per input, so deleting a script breaks no make run (it rebuilds instead)
+    lines += [f"{p}:\n" for p in prereqs[1:]]
+    return "\n".join(lines)
+
+
+def write_deps_file(path: Path, t: Template, output_dir: Path) -> Path:
+    return atomic_write(path, make_rule(t, output_dir))
