@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,12 @@ class Input:
     kind: str  # "template" | "base_image" | "script" | "file" | "directory" | "var_file" | "media"
     uri: str
     sha256: str
+
+    @property
+    def path(self) -> Path | None:
+        """The local path of a file: URI (percent-escapes decoded), else None."""
+        parts = urllib.parse.urlsplit(self.uri)
+        return Path(urllib.parse.unquote(parts.path)) if parts.scheme == "file" else None
 
 
 @dataclass

@@ -102,6 +102,10 @@ class Reporter:
                        + str(fields.get("message", "")))
         elif kind == "artifact":
             self._line(f"  artifact {fields['path']} ({fields.get('size_human', '')})")
+        elif kind == "build_skipped":
+            self._line(f"build '{fields['name']}' {fields['reason']}")
+        elif kind == "build_reason":
+            self._line(str(fields["reason"]))
         elif kind == "build_done":
             self._line(f"build '{fields['name']}' finished in {human_duration(fields['seconds'])}: "
                        f"{fields['output_dir']}")

@@ -21,10 +21,6 @@ def _show(p: Path | str) -> str:
     return str(p) if rel.startswith("../../") else rel
 
 
-def _uri_path(uri: str) -> Path:
-    return Path(uri.removeprefix("file://"))
-
-
 def _base_files(t: Template) -> list[Path]:
     """The base image and its checksum file, when they are local files."""
     from baker.checksum import ChecksumFileRef, parse_checksum
@@ -45,7 +41,9 @@ def prerequisites(t: Template) -> list[Path]:
     """The template, then every local file the build reads; folders with each file in them."""
     out: list[Path] = []
     for inp in local_files(t):
-        p = _uri_path(inp.uri)
+        p = inp.path
+        if p is None:
+            continue
         out.append(p)
         if inp.kind == "directory":
             out += sorted(Path(d, f) for d, _, fs in os.walk(p) for f in fs)

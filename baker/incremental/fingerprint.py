@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import baker
-from baker.inputs import local_files
+from baker.inputs import Input, local_files
 from baker.paths import cache_root
 from baker.template.model import Template
 
@@ -65,9 +65,9 @@ def _secret_key() -> bytes:
         return key
 
 
-def _label(uri: str) -> str:
-    """file:///work/x/provisioners/a.sh -> provisioners/a.sh when under the current directory."""
-    path = uri.removeprefix("file://")
+def _label(inp: Input) -> str:
+    """file:///work/x/provisioners/a.sh -> provisioners/a.sh when near the current directory."""
+    path = str(inp.path or inp.uri)
     try:
         rel = os.path.relpath(path)
     except ValueError:
@@ -124,7 +124,7 @@ def fingerprint(t: Template) -> Fingerprint:
     unknown = ""
     try:
         for inp in local_files(t)[1:]:  # not the template's bytes: its rendering (above) is the input
-            parts[f"{inp.kind} {_label(inp.uri)}"] = inp.sha256
+            parts[f"{inp.kind} {_label(inp)}"] = inp.sha256
     except OSError as e:
         unknown = f"an input cannot be read: {e.filename or e}: {e.strerror or e}"
     try:
