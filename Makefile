@@ -7,7 +7,7 @@ export BAKER_BASE_IMAGE ?= $(BASE_IMAGE)
 # the base image's sha256sum line sits beside it: the demo build verifies the base like any download
 export BAKER_BASE_CHECKSUM ?= file:$(BAKER_BASE_IMAGE).sha256
 
-.PHONY: setup base-image demo test test-unit test-slow lint bench clean
+.PHONY: setup base-image demo images test test-unit test-slow lint bench clean FORCE
 
 setup: $(VENV)/.done
 $(VENV)/.done: pyproject.toml scripts/deps-debian.txt scripts/setup-host
@@ -19,6 +19,35 @@ base-image: setup
 
 demo: setup base-image
 	$(BAKER) build templates/debian-12-nginx.yaml
+
+# `make images` bakes every template whose inputs changed: each build writes a Make rule (artifacts:
+# template, scripts, uploads, base image) to $(IMAGES_DIR)/<template>.d, included below, so a second
+# run does nothing and touching one script rebuilds only the images that use it. `make -j2 images`
+# builds two at once (each output has its own lock). NIGHTLY=1 runs baker for every template anyway:
+# `--if-changed` then also sees what Make cannot (a new upstream image behind a checksum URL) and
+# skips the rest in well under a second each. See docs/nightly.md.
+TEMPLATE_DIR    ?= templates
+IMAGES_DIR      ?= images
+IMAGE_TEMPLATES ?= $(wildcard $(TEMPLATE_DIR)/*.yaml)
+IMAGE_MANIFESTS  = $(patsubst $(TEMPLATE_DIR)/%.yaml,$(IMAGES_DIR)/%/manifest.json,$(IMAGE_TEMPLATES))
+BUILD_FLAGS     ?=
+
+images: $(IMAGE_MANIFESTS)
+
+$(IMAGES_DIR)/%/manifest.json: $(TEMPLATE_DIR)/%.yaml $(if $(NIGHTLY),FORCE) | $(VENV)/.done
+	$(BAKER) build --if-changed --plain --deps-file $(IMAGES_DIR)/$*.d -o $(IMAGES_DIR)/$* $(BUILD_FLAGS) $<
+	@touch -c $@
+
+# the installer ISO the netinst template boots (built from Debian's netboot package)
+images/debian-12-netinst.iso: scripts/make-netinst-iso
+	scripts/make-netinst-iso
+ifeq ($(TEMPLATE_DIR),templates)
+$(IMAGES_DIR)/debian-12-netinst/manifest.json: images/debian-12-netinst.iso
+endif
+
+FORCE:
+
+-include $(wildcard $(IMAGES_DIR)/*.d)
 
 test: setup base-image
 	$(PY) -m pytest -m "not slow" -q
