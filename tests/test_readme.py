@@ -22,8 +22,10 @@ from baker.cli import parser
 from tests.helpers.paths import ROOT
 
 README = ROOT / "README.md"
-WITH_VALUE = {"--accel", "--on-error", "-on-error", "--timeout", "--export-jobs", "--output-dir", "-o"}
-BUILD_ONLY_FLAGS = {"--json", "--plain", "--verbose", "-v", "--keep-workdir", *WITH_VALUE}
+WITH_VALUE = {"--accel", "--on-error", "-on-error", "--timeout", "--export-jobs", "--output-dir", "-o",
+              "--deps-file"}
+BUILD_ONLY_FLAGS = {"--json", "--plain", "--verbose", "-v", "--keep-workdir", "--if-changed", "--force",
+                    "--wait-lock", *WITH_VALUE}
 
 
 def readme_commands() -> list[str]:

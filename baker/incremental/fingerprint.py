@@ -1,10 +1,10 @@
 """A build's fingerprint: one digest over everything that decides what the image contains, kept
 as named parts so a rebuild can say in one line which inputs changed.
 
-Not inputs, on purpose: the version string (demo templates stamp it with timestamp()), comments
-and formatting of the template file (its rendered meaning counts), and the QEMU version. Secret
-values count by an HMAC under a host-local key, so the manifest never holds a guessable digest of a
-password.
+Not inputs, on purpose: where the base image is fetched from (its digest is the input), the
+version string (demo templates stamp it with timestamp()), comments and formatting of the template
+file (its rendered meaning counts), and the QEMU version. Secret values count by an HMAC under a
+host-local key, so the manifest never holds a guessable digest of a password.
 """
 
 from __future__ import annotations
@@ -24,6 +24,18 @@ from baker.template.model import Template
 
 # keys of `template_to_dict` that are not the image's inputs (see the module docstring)
 _NOT_INPUTS = frozenset({"version", "path", "values", "sensitive_values", "sha256", "var_files", "post"})
+# where the base comes from and how it is spelled is not an input: its digest ("base image") is
+_BASE_LOCATION = {"cloud_image": ("url", "checksum"), "iso": ("iso_url", "iso_urls", "iso_checksum")}
+
+
+def _without_base_location(source: Any) -> Any:
+    if not isinstance(source, dict):
+        return source
+    out = dict(source)
+    for kind, keys in _BASE_LOCATION.items():
+        if isinstance(out.get(kind), dict):
+            out[kind] = {k: v for k, v in out[kind].items() if k not in keys}
+    return out
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,7 @@ def fingerprint(t: Template) -> Fingerprint:
 
     parts: dict[str, str] = {}
     rendered = template_to_dict(t)
+    rendered["source"] = _without_base_location(rendered.get("source"))
     for key in sorted(rendered):
         if key not in _NOT_INPUTS:
             parts[f"template {key}"] = _digest(rendered[key])
