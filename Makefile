@@ -23,7 +23,8 @@ demo: setup base-image
 # `make images` bakes every template whose inputs changed: each build writes a Make rule (artifacts:
 # template, scripts, uploads, base image) to $(IMAGES_DIR)/<template>.d, included below, so a second
 # run does nothing and touching one script rebuilds only the images that use it. `make -j2 images`
-# builds two at once (each output has its own lock). NIGHTLY=1 runs baker for every template anyway:
+# builds two at once (each output has its own lock; a layer builds its stale parent first and a
+# second build of the same output queues behind it). NIGHTLY=1 runs baker for every template anyway:
 # `--if-changed` then also sees what Make cannot (a new upstream image behind a checksum URL) and
 # skips the rest in well under a second each. See docs/nightly.md.
 TEMPLATE_DIR    ?= templates
@@ -35,7 +36,7 @@ BUILD_FLAGS     ?=
 images: $(IMAGE_MANIFESTS)
 
 $(IMAGES_DIR)/%/manifest.json: $(TEMPLATE_DIR)/%.yaml $(if $(NIGHTLY),FORCE) | $(VENV)/.done
-	$(BAKER) build --if-changed --plain --deps-file $(IMAGES_DIR)/$*.d -o $(IMAGES_DIR)/$* $(BUILD_FLAGS) $<
+	$(BAKER) build --if-changed --wait-lock --plain --deps-file $(IMAGES_DIR)/$*.d -o $(IMAGES_DIR)/$* $(BUILD_FLAGS) $<
 	@touch -c $@
 
 # the installer ISO the netinst template boots (built from Debian's netboot package)

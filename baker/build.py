@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import os
 import shutil
@@ -16,6 +18,7 @@ from pathlib import Path
 from baker.errors import BakerError, Interrupted, StepError, TimedOut
 from baker.fsutil import remove
 from baker.incremental import Fingerprint
+from baker.layers import Parent
 from baker.machine import registry
 from baker.output import Failure, Reporter, setup_logging, teardown_logging
 from baker.paths import cache_root
@@ -40,35 +43,82 @@ class BuildOutcome:
 def run_build(
     t: Template, options: BuildOptions, reporter: Reporter, *, verbose: bool = False
 ) -> BuildOutcome:
-    """One build of one output, holding that output's lock; with --if-changed, maybe no build at all."""
-    from baker.incremental import OutputLocked, decide, fingerprint, output_lock, write_deps_file
+    """One build of one output, holding that output's lock; with --if-changed, maybe no build at all.
+
+    A layer (source.image) first brings its parent template up to date (built with --if-changed,
+    queueing behind any build of it), then builds while holding the parent's output as a reader, so
+    the base under its overlay cannot be rebuilt away mid-build.
+    """
+    from baker.incremental import OutputLocked
+
+    try:
+        if not t.source.image:
+            return _run_locked(t, t, options, reporter, verbose, None)
+        from baker.incremental import output_lock
+        from baker.layers import parse_ref, resolve_parent, with_parent_source
+        from baker.layers.parent import parent_output_dir
+
+        ref = parse_ref(t.source.image, t.path.parent)
+        parent_t = None
+        if ref.template is not None:
+            from baker.template import load_template
+
+            parent_t = load_template(ref.template, environ=t.render_state.environ if t.render_state else None)
+            popts = dataclasses.replace(options, output_dir=parent_output_dir(parent_t, options.output_dir),
+                                        if_changed=True, force=False, wait_lock=True, deps_file=None)
+            if popts.output_dir == options.output_dir:
+                raise BakerError(f"{t.name} and its parent {parent_t.name} would share {options.output_dir}",
+                                 hint="give the layer another name")
+            done = run_build(parent_t, popts, reporter, verbose=verbose)
+            if not done.ok:
+                return dataclasses.replace(done, output_dir=options.output_dir)
+        reader = output_lock(parent_output_dir(parent_t, options.output_dir), template=str(t.path),
+                             wait=True, shared=True) if parent_t is not None else contextlib.nullcontext()
+        with reader:
+            parent = resolve_parent(t, options.output_dir, options.store)
+            assert parent is not None
+            reporter.event("info", message=f"{t.name} builds on {parent.name} {parent.version} "
+                                           f"({parent.artifact}, sha256 {parent.sha256[:16]}...)")
+            return _run_locked(with_parent_source(t, parent), t, options, reporter, verbose, parent)
+    except OutputLocked as e:
+        return _refused(reporter, "lock", e, options.output_dir)
+    except BakerError as e:
+        return _refused(reporter, "parent" if t.source.image else "prepare", e, options.output_dir)
+
+
+def _refused(reporter: Reporter, step: str, e: BakerError, out: Path) -> BuildOutcome:
+    """A build stopped before its pipeline began: nothing to unwind, nothing touched."""
+    reporter.failure(Failure(step=step, message=str(e), tails={}, logs=None, exit_code=e.exit_code,
+                             debug=None))
+    return BuildOutcome(False, e.exit_code, out, e)
+
+
+def _run_locked(t: Template, written: Template, options: BuildOptions, reporter: Reporter, verbose: bool,
+                parent: Parent | None) -> BuildOutcome:
+    """`written` is the template as the user wrote it: its Make rule names the parent's manifest."""
+    from baker.incremental import decide, fingerprint, output_lock, write_deps_file
 
     out = options.output_dir
-    try:
-        with output_lock(out, template=str(t.path), wait=options.wait_lock,
-                         notice=lambda kind, message: reporter.event(kind, message=message)):
-            fp = fingerprint(t)
-            if options.if_changed and not options.force:
-                decision = decide(fp, out, name=t.name, store=options.store)
-                if decision.up_to_date:
-                    reporter.event("build_skipped", name=t.name, reason=decision.reason, output_dir=str(out))
-                    if options.deps_file is not None:
-                        write_deps_file(options.deps_file, t, out)
-                    return BuildOutcome(True, 0, out, skipped=True)
-                reporter.event("build_reason", name=t.name, reason=f"{t.name}: {decision.reason}",
-                               changed=list(decision.changed))
-            outcome = _run(t, options, reporter, fp, verbose)
-            if outcome.ok and options.deps_file is not None:
-                write_deps_file(options.deps_file, t, out)
-            return outcome
-    except OutputLocked as e:
-        reporter.failure(Failure(step="lock", message=str(e), tails={}, logs=None, exit_code=e.exit_code,
-                                 debug=None))
-        return BuildOutcome(False, e.exit_code, out, e)
+    with output_lock(out, template=str(t.path), wait=options.wait_lock,
+                     notice=lambda kind, message: reporter.event(kind, message=message)):
+        fp = fingerprint(t)
+        if options.if_changed and not options.force:
+            decision = decide(fp, out, name=t.name, store=options.store)
+            if decision.up_to_date:
+                reporter.event("build_skipped", name=t.name, reason=decision.reason, output_dir=str(out))
+                if options.deps_file is not None:
+                    write_deps_file(options.deps_file, written, out)
+                return BuildOutcome(True, 0, out, skipped=True)
+            reporter.event("build_reason", name=t.name, reason=f"{t.name}: {decision.reason}",
+                           changed=list(decision.changed))
+        outcome = _run(t, options, reporter, fp, verbose, parent)
+        if outcome.ok and options.deps_file is not None:
+            write_deps_file(options.deps_file, written, out)
+        return outcome
 
 
-def _run(t: Template, options: BuildOptions, reporter: Reporter, fp: Fingerprint,
-         verbose: bool) -> BuildOutcome:
+def _run(t: Template, options: BuildOptions, reporter: Reporter, fp: Fingerprint, verbose: bool,
+         parent: Parent | None) -> BuildOutcome:
     log = logging.getLogger("baker.build")
     log_dir = Path(tempfile.mkdtemp(prefix=f"baker-log-{t.name}-"))
     os.chmod(log_dir, 0o700)
@@ -113,7 +163,7 @@ def _run(t: Template, options: BuildOptions, reporter: Reporter, fp: Fingerprint
                         hold=hold if options.on_error == "abort" else None, on_force_exit=registry.kill_all)
     # the manifest's step timings are the pipeline's own record, not a second copy
     state = BuildState(template=t, options=options, cancel=cancel, log=log, log_file=log_file,
-                       timings=pipeline.result.timings, fingerprint=fp)
+                       timings=pipeline.result.timings, fingerprint=fp, parent=parent)
     reporter.event("build_start", name=t.name, template=str(t.path), steps=[s.name for s in steps],
                    output_dir=str(options.output_dir))
     started = time.monotonic()

@@ -65,6 +65,9 @@ def parser() -> argparse.ArgumentParser:
     b.add_argument("--wait-lock", action="store_true",
                    help="when another build of the same output runs, wait for it instead of failing "
                         "(exit 75)")
+    b.add_argument("--with-children", action="store_true",
+                   help="then bring up to date every template beside this one that builds on it "
+                        "(source.image), and theirs, each into images/<its name> beside this output")
     b.add_argument("--deps-file", type=Path, metavar="FILE",
                    help="after a good build, write a Make rule (artifacts: inputs) here, like gcc -MD")
 
@@ -270,9 +273,27 @@ def cmd_build(args: argparse.Namespace) -> int:
         options.store = (args.store or default_store_path()).resolve()
     try:
         outcome = run_build(t, options, reporter, verbose=args.verbose)
+        if outcome.ok and args.with_children:
+            return _build_children(t, options, reporter, args.verbose)
     finally:
         reporter.close()
     return outcome.exit_code
+
+
+def _build_children(t, options, reporter, verbose: bool) -> int:
+    """Layers on t, parents before children, each with --if-changed; the first failure's code."""
+    import dataclasses
+
+    from baker.build import run_build
+    from baker.layers import children_of
+
+    code = 0
+    for child in children_of(t, os.environ):
+        opts = dataclasses.replace(options, output_dir=options.output_dir.parent / child.name,
+                                   if_changed=True, force=False, deps_file=None)
+        done = run_build(child, opts, reporter, verbose=verbose)
+        code = code or done.exit_code
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

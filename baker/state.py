@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the steps import these lazily; the state only names them
     from baker.httpserver import HTTPServer
     from baker.incremental import Fingerprint
     from baker.keys import BuildKeys
+    from baker.layers import Parent
     from baker.machine.accel import AccelChoice
     from baker.machine.qemu import Machine
 
@@ -63,6 +64,7 @@ class BuildState:
     manifest_path: Path | None = None
     qemu_version: str = ""
     fingerprint: Fingerprint | None = None  # the inputs as they were when the build began
+    parent: Parent | None = None  # a layer's base image (source.image), resolved before the build
     timings: list[StepTiming] = field(default_factory=list)  # the pipeline's record, shared not copied
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 

@@ -37,7 +37,8 @@ def at(tmp_path: Path, line: int, col: int, keypath: str) -> str:
 
 def test_no_source(tmp_path: Path) -> None:
     assert fails(tmp_path, "name: t\nsource:\n  boot_wait: 5s\n") == at(tmp_path, 2, 1, "source") + \
-        "no base to build from: add source.cloud_image (a disk image URL) or source.iso (an installer ISO)"
+        "no base to build from: add source.cloud_image (a disk image URL), source.iso (an installer ISO) " \
+        "or source.image (another template's image)"
     assert fails(tmp_path, "name: t\n").startswith(at(tmp_path, 1, 1, "source") + "no base to build from")
 
 

@@ -21,12 +21,23 @@ def _show(p: Path | str) -> str:
     return str(p) if rel.startswith("../../") else rel
 
 
-def _base_files(t: Template) -> list[Path]:
-    """The base image and its checksum file, when they are local files."""
+def _base_files(t: Template, output_dir: Path) -> list[Path]:
+    """The base image and its checksum file when they are local files; for a layer on a parent
+    template, the parent template and the parent build's manifest (its own rule builds it)."""
     from baker.checksum import ChecksumFileRef, parse_checksum
     from baker.sources.cache import local_path
     from baker.sources.source import source_checksum_spec, source_urls
 
+    if t.source.image:
+        from baker.layers import parse_ref
+        from baker.layers.parent import parent_output_dir
+        from baker.template import load_template
+
+        ref = parse_ref(t.source.image, t.path.parent)
+        if ref.template is None:
+            return []  # a stored version is immutable: nothing for Make to watch
+        parent = load_template(ref.template, environ=t.render_state.environ if t.render_state else None)
+        return [parent_output_dir(parent, output_dir) / "manifest.json"]
     src = t.source.cloud_image or t.source.iso
     if src is None:
         return []
@@ -37,7 +48,7 @@ def _base_files(t: Template) -> list[Path]:
     return out
 
 
-def prerequisites(t: Template) -> list[Path]:
+def prerequisites(t: Template, output_dir: Path) -> list[Path]:
     """The template, then every local file the build reads; folders with each file in them."""
     out: list[Path] = []
     for inp in local_files(t):
@@ -47,14 +58,14 @@ def prerequisites(t: Template) -> list[Path]:
         out.append(p)
         if inp.kind == "directory":
             out += sorted(Path(d, f) for d, _, fs in os.walk(p) for f in fs)
-    out += _base_files(t)
+    out += _base_files(t, output_dir)
     seen: set[Path] = set()
     return [p for p in out if not (p in seen or seen.add(p))]
 
 
 def make_rule(t: Template, output_dir: Path) -> str:
     targets = " ".join(_esc(_show(p)) for p in planned_files(t, output_dir))
-    prereqs = [_esc(_show(p)) for p in prerequisites(t)]
+    prereqs = [_esc(_show(p)) for p in prerequisites(t, output_dir)]
     lines = [f"{targets}: " + " \\\n  ".join(prereqs), ""]
     # -MP: an empty rule per input, so deleting a script breaks no make run (it rebuilds instead)
     lines += [f"{p}:\n" for p in prereqs[1:]]

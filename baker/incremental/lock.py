@@ -55,10 +55,11 @@ def _alive(pid: object) -> bool:
 @contextlib.contextmanager
 def output_lock(output_dir: Path, *, template: str, wait: bool = False,
                 cancel: threading.Event | None = None,
-                notice: Callable[[str, str], None] | None = None) -> Iterator[Path]:
+                notice: Callable[[str, str], None] | None = None, shared: bool = False) -> Iterator[Path]:
     """Hold the output's lock for the block; OutputLocked at once when another build has it
     (or, with wait=True, block until it is free or `cancel` is set). `notice(kind, message)` hears
-    about waiting and about taking over a dead build's lock."""
+    about waiting and about taking over a dead build's lock. `shared`: a reader (a layer building on
+    this output's image) — readers run side by side; a build of the output waits for them."""
     path = lock_path(output_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -66,7 +67,7 @@ def output_lock(output_dir: Path, *, template: str, wait: bool = False,
         announced = False
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
                 h = _holder(path)
@@ -83,6 +84,9 @@ def output_lock(output_dir: Path, *, template: str, wait: bool = False,
                     raise BakerError(f"stopped while waiting for the lock on {output_dir}") from None
                 if cancel is None:
                     time.sleep(0.5)
+        if shared:  # the file names the last builder; readers leave it alone
+            yield path
+            return
         old = _holder(path)
         if old and notice is not None and old.get("pid") != os.getpid() and not _alive(old.get("pid")) \
                 and old.get("host") == socket.gethostname() and not old.get("released"):

@@ -41,7 +41,10 @@ class RecordManifest:
             "built_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "template": {"path": str(t.path), "sha256": t.sha256},
             "variables": values,
-            "source": {"url": s.base_url, "checksum": s.base_checksum, "sha256": s.base_sha256},
+            "source": {"url": s.base_url, "checksum": s.base_checksum, "sha256": s.base_sha256,
+                       **({"image": s.parent.ref.text, "parent": {"name": s.parent.name,
+                                                                   "version": s.parent.version}}
+                          if s.parent is not None else {})},
             "machine": {
                 "accelerator_requested": s.accel.requested if s.accel else None,
                 "accelerator": s.accel.accel if s.accel else None,

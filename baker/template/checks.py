@@ -109,6 +109,22 @@ def _resolve(value: str, path: str, template_dir: Path, where: Where, check: boo
     return full + "/" if value.endswith("/") and not full.endswith("/") else full
 
 
+def _check_image_ref(t: Template, where: Where) -> None:
+    """A parent template must exist and not be the template itself (a store reference is checked
+    when the build resolves it: the store may live elsewhere)."""
+    ref = str(t.source.image).strip()
+    if not ref:
+        where.error("source.image", "source.image is empty", "a template path or name[@version|@channel]")
+        return
+    if ref.endswith((".yaml", ".yml")) or "/" in ref:
+        p = Path(os.path.abspath(t.path.parent / ref))
+        if not p.is_file():
+            where.error("source.image", f"the parent template {ref} does not exist ({p})",
+                        "paths are relative to this template's folder")
+        elif p == t.path:
+            where.error("source.image", "a template cannot build on itself")
+
+
 def check(t: Template, where: Where) -> None:
     """Cross-field rules; each error names the key to change."""
     bad = where.problems.has_error_under
@@ -118,11 +134,15 @@ def check(t: Template, where: Where) -> None:
 
     src = t.source
     if not bad("source"):
-        if src.cloud_image is None and src.iso is None:
-            where.error("source", "no base to build from: add source.cloud_image (a disk image URL) "
-                        "or source.iso (an installer ISO)")
-        elif src.cloud_image is not None and src.iso is not None:
-            where.error("source.iso", "source.cloud_image and source.iso are both set; keep only one")
+        given = [k for k in ("cloud_image", "iso", "image") if getattr(src, k) is not None]
+        if not given:
+            where.error("source", "no base to build from: add source.cloud_image (a disk image URL), "
+                        "source.iso (an installer ISO) or source.image (another template's image)")
+        elif len(given) > 1:
+            where.error(f"source.{given[1]}", f"source.{given[0]} and source.{given[1]} are both set; "
+                        "keep only one")
+    if src.image is not None and not bad("source.image"):
+        _check_image_ref(t, where)
     if src.iso is not None and not bad("source.iso"):
         if not src.iso.iso_url and not src.iso.iso_urls:
             where.error("source.iso", "source.iso needs iso_url (or iso_urls, mirrors tried in order)")

@@ -70,9 +70,12 @@ class CloudInitConfig:
 
 @dataclass
 class Source:
-    """What the VM boots from (one of cloud_image or iso) and how its boot is driven."""
+    """What the VM boots from (one of cloud_image, iso or image) and how its boot is driven."""
 
     cloud_image: CloudImageSource | None = opt(None, "boot a cloud disk image")
+    image: str | None = opt(
+        None, "build a layer on another image: a template path (e.g. debian-12-golden.yaml; built first "
+              "when its inputs changed) or a stored image: name, name@version or name@channel")
     iso: IsoSource | None = opt(None, "install from an ISO onto an empty disk")
     cloud_init: CloudInitConfig = opt(factory=CloudInitConfig, text="the cloud-init seed")
     boot_command: list[str] = opt(
