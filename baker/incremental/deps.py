@@ -67,8 +67,9 @@ def make_rule(t: Template, output_dir: Path) -> str:
     targets = " ".join(_esc(_show(p)) for p in planned_files(t, output_dir))
     prereqs = [_esc(_show(p)) for p in prerequisites(t, output_dir)]
     lines = [f"{targets}: " + " \\\n  ".join(prereqs), ""]
-    # -MP: an empty rule per input, so deleting a script breaks no make run (it rebuilds instead)
-    lines += [f"{p}:\n" for p in prereqs[1:]]
+    # -MP: an empty rule per input, so deleting a script breaks no make run (it rebuilds instead);
+    # not for a parent's manifest, which its own rule builds
+    lines += [f"{p}:\n" for p in prereqs[1:] if not p.endswith("/manifest.json")]
     return "\n".join(lines)
 
 

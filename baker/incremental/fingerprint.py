@@ -28,6 +28,17 @@ _NOT_INPUTS = frozenset({"version", "path", "values", "sensitive_values", "sha25
 _BASE_LOCATION = {"cloud_image": ("url", "checksum"), "iso": ("iso_url", "iso_urls", "iso_checksum")}
 
 
+def _settled(obj: Any) -> Any:
+    """Drop unset values (None, False, "", empty lists and maps) at every level, so a baker that
+    adds an optional key does not make every existing image look changed."""
+    if isinstance(obj, dict):
+        kept = {k: _settled(v) for k, v in obj.items()}
+        return {k: v for k, v in kept.items() if v not in (None, False, "", [], {})}
+    if isinstance(obj, list):
+        return [_settled(v) for v in obj]
+    return obj
+
+
 def _without_base_location(source: Any) -> Any:
     if not isinstance(source, dict):
         return source
@@ -122,7 +133,7 @@ def fingerprint(t: Template) -> Fingerprint:
     from baker.template.loader import template_to_dict
 
     parts: dict[str, str] = {}
-    rendered = template_to_dict(t)
+    rendered = _settled(template_to_dict(t))
     rendered["source"] = _without_base_location(rendered.get("source"))
     for key in sorted(rendered):
         if key not in _NOT_INPUTS:
