@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 from baker.errors import EXIT_LOCKED
 from baker.incremental import OutputLocked, decide, fingerprint, make_rule, output_lock
 from baker.incremental.fingerprint import describe_changes
+from baker.incremental.lock import lock_path
 from baker.template import load_template
 from tests.helpers.faults import write_template
 from tests.helpers.paths import ROOT
@@ -308,3 +310,35 @@ def test_cli_if_changed_skips_in_well_under_two_seconds_and_says_so(tmp_path: Pa
                        capture_output=True, text=True, env=env, timeout=60)
     events = [json.loads(line) for line in j.stdout.splitlines()]
     assert [e["event"] for e in events] == ["build_skipped"] and events[0]["name"] == "t"
+
+
+def test_a_released_lock_leaves_nothing_beside_the_output_and_readers_share(tmp_path: Path):
+    out = tmp_path / "images" / "t"
+    with output_lock(out, template="t.yaml"):
+        assert lock_path(out).exists()
+    assert list((tmp_path / "images").iterdir()) == []
+    with output_lock(out, template="a.yaml", shared=True), output_lock(out, template="b.yaml", shared=True), \
+            pytest.raises(OutputLocked), output_lock(out, template="w.yaml"):
+        pass
+    assert list((tmp_path / "images").iterdir()) == []
+
+
+def test_a_waiter_never_holds_a_lock_on_a_file_the_holder_unlinked(tmp_path: Path):
+    out = tmp_path / "images" / "t"
+    released = threading.Event()
+
+    def holder() -> None:
+        with output_lock(out, template="first.yaml"):
+            released.wait(5)
+    t = threading.Thread(target=holder)
+    t.start()
+    while not lock_path(out).exists():
+        time.sleep(0.01)
+    threading.Timer(0.7, released.set).start()  # the waiter has opened the old file by then
+    with output_lock(out, template="second.yaml", wait=True):
+        locked = lock_path(out).stat().st_ino
+        with pytest.raises(OutputLocked), output_lock(out, template="third.yaml"):
+            pass  # the path names the very file the waiter locked, so a third build is refused
+        assert lock_path(out).stat().st_ino == locked
+    t.join()
+    assert not lock_path(out).exists()
