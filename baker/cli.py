@@ -62,6 +62,11 @@ def parser() -> argparse.ArgumentParser:
                         "output (or the store's latest version); otherwise say what changed and build")
     b.add_argument("--force", "-force", action="store_true", help="build even when --if-changed finds "
                                                                   "nothing changed")
+    b.add_argument("--checkpoint", action="store_true",
+                   help="save the disk after each provisioner and resume from the deepest unchanged one "
+                        "(as checkpoints: true in the template)")
+    b.add_argument("--no-checkpoints", action="store_true",
+                   help="do not resume from saved checkpoints (fresh ones are still saved)")
     b.add_argument("--wait-lock", action="store_true",
                    help="when another build of the same output runs, wait for it instead of failing "
                         "(exit 75)")
@@ -262,11 +267,13 @@ def cmd_build(args: argparse.Namespace) -> int:
     t = _load(args)
     for w in t.warnings:
         reporter.event("warning", message=str(w))
+    t.checkpoints = t.checkpoints or args.checkpoint
     out = args.output_dir or Path("images") / t.name
     options = BuildOptions(output_dir=out.resolve(), on_error=args.on_error, keep_workdir=args.keep_workdir,
                            export_jobs=args.export_jobs, timeout=args.timeout, accelerator=args.accel,
                            if_changed=args.if_changed, force=args.force, wait_lock=args.wait_lock,
-                           deps_file=args.deps_file.resolve() if args.deps_file else None)
+                           deps_file=args.deps_file.resolve() if args.deps_file else None,
+                           ignore_checkpoints=args.no_checkpoints)
     if not args.no_store:
         from baker.store import default_store_path
 

@@ -75,14 +75,17 @@ def _local(path: str, kind: str) -> Input:
     return Input(kind, p.as_uri(), cached_digest(p))
 
 
+def provisioner_inputs(p: object) -> list[Input]:
+    """The local files one provisioner reads (scripts, an upload's source); checkpoints key on these."""
+    if isinstance(p, ShellProvisioner | ShellLocalProvisioner):
+        return [_local(s, "script") for s in ([p.script] if p.script else []) + list(p.scripts)]
+    if isinstance(p, FileProvisioner) and p.direction == "upload" and p.source:
+        return [_local(p.source, "file")]
+    return []
+
+
 def provisioner_files(t: Template) -> list[Input]:
-    out: list[Input] = []
-    for p in t.provisioners:
-        if isinstance(p, ShellProvisioner | ShellLocalProvisioner):
-            out += [_local(s, "script") for s in ([p.script] if p.script else []) + list(p.scripts)]
-        elif isinstance(p, FileProvisioner) and p.direction == "upload" and p.source:
-            out.append(_local(p.source, "file"))
-    return out
+    return [inp for p in t.provisioners for inp in provisioner_inputs(p)]
 
 
 def media_files(t: Template) -> list[Input]:

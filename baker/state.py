@@ -14,6 +14,7 @@ from baker.pipeline import StepTiming
 from baker.template.model import Template
 
 if TYPE_CHECKING:  # the steps import these lazily; the state only names them
+    from baker.checkpoint.steps import CheckpointRun
     from baker.communicator.ssh import SSHCommunicator
     from baker.export.base import ExportResult
     from baker.httpserver import HTTPServer
@@ -37,6 +38,7 @@ class BuildOptions:
     force: bool = False  # --force: rebuild even when --if-changed finds nothing changed
     wait_lock: bool = False  # --wait-lock: queue behind another build of the same output
     deps_file: Path | None = None  # --deps-file: write the Make rule here after a good build
+    ignore_checkpoints: bool = False  # --no-checkpoints: never resume (fresh checkpoints are still saved)
 
 
 @dataclass
@@ -65,6 +67,7 @@ class BuildState:
     qemu_version: str = ""
     fingerprint: Fingerprint | None = None  # the inputs as they were when the build began
     parent: Parent | None = None  # a layer's base image (source.image), resolved before the build
+    checkpoint: CheckpointRun | None = None  # checkpoints: where the build resumed, what it saved
     timings: list[StepTiming] = field(default_factory=list)  # the pipeline's record, shared not copied
     started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 

@@ -161,6 +161,18 @@ class SSHCommands(SSHConnection):
             self.log.warning("remote command ended without an exit status (killed by a signal?)")
         return status
 
+    def start(self, command: str) -> paramiko.Channel:
+        """Start `command` and hand back its channel, stdin open: for a conversation with the guest
+        (e.g. a filesystem freeze that waits for the host), where `run` would wait for the end."""
+        t = self._require()
+        self.log.debug("ssh$ %s", MASKER.mask(command))
+        try:
+            chan = t.open_session(timeout=30)
+            chan.exec_command(command)
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            raise SSHDisconnected(f"could not start a command over SSH: {describe_error(e)}") from e
+        return chan
+
     @staticmethod
     def _drain(chan: paramiko.Channel, out: _Lines, err: _Lines) -> bool:
         """Feed whatever stdout and stderr hold right now to their line splitters; True if any."""

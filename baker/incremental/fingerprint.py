@@ -23,7 +23,8 @@ from baker.paths import cache_root
 from baker.template.model import Template
 
 # keys of `template_to_dict` that are not the image's inputs (see the module docstring)
-_NOT_INPUTS = frozenset({"version", "path", "values", "sensitive_values", "sha256", "var_files", "post"})
+_NOT_INPUTS = frozenset({"version", "path", "values", "sensitive_values", "sha256", "var_files", "post",
+                         "checkpoints", "checkpoint_ttl"})
 # where the base comes from and how it is spelled is not an input: its digest ("base image") is
 _BASE_LOCATION = {"cloud_image": ("url", "checksum"), "iso": ("iso_url", "iso_urls", "iso_checksum")}
 
@@ -128,13 +129,25 @@ def base_identity(t: Template) -> tuple[str, str]:
     return "", f"the base {url} has no checksum, so a change upstream cannot be seen"
 
 
-def fingerprint(t: Template) -> Fingerprint:
-    """The fingerprint of a loaded template as it would build now; never downloads an image."""
+def rendered_template(t: Template) -> dict[str, Any]:
+    """The template's meaning as the fingerprint hashes it (unset keys and the base's location
+    dropped); checkpoint keys hash slices of this same dict, so the two never disagree."""
     from baker.template.loader import template_to_dict
 
-    parts: dict[str, str] = {}
     rendered = _settled(template_to_dict(t))
     rendered["source"] = _without_base_location(rendered.get("source"))
+    return rendered
+
+
+def part_digest(obj: Any) -> str:
+    """The digest of one fingerprint part (canonical JSON, sha256)."""
+    return _digest(obj)
+
+
+def fingerprint(t: Template) -> Fingerprint:
+    """The fingerprint of a loaded template as it would build now; never downloads an image."""
+    parts: dict[str, str] = {}
+    rendered = rendered_template(t)
     for key in sorted(rendered):
         if key not in _NOT_INPUTS:
             parts[f"template {key}"] = _digest(rendered[key])

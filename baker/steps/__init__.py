@@ -20,7 +20,14 @@ from baker.template.model import Template
 
 
 def plan_steps(t: Template) -> list:
-    steps: list = [PrepareDirs(), FetchSource(), CreateDisk(), MakeSeed()]
+    checkpoints = t.checkpoints and t.communicator.type == "ssh" and t.source.cloud_image is not None
+    provisions = [Provision(i, p) for i, p in enumerate(t.provisioners, 1)]
+    steps: list = [PrepareDirs(), FetchSource(), CreateDisk()]
+    if checkpoints:
+        from baker.checkpoint.steps import PrepareCheckpoints
+
+        steps.append(PrepareCheckpoints([p.name for p in provisions]))
+    steps.append(MakeSeed())
     if t.source.cd_files or t.source.cd_content:
         steps.append(MakeCD())
     if t.source.http_directory or t.source.http_content:
@@ -30,8 +37,14 @@ def plan_steps(t: Template) -> list:
         steps.append(TypeBootCommand())
     if t.communicator.type == "ssh":
         steps.append(WaitForSSH())
-        for i, p in enumerate(t.provisioners, 1):
-            steps.append(Provision(i, p))
+        if checkpoints:
+            from baker.checkpoint.steps import SaveCheckpoint, WaitAfterResume
+
+            steps.append(WaitAfterResume())
+            for p in provisions:
+                steps += [p, SaveCheckpoint(p.index, p.name)]
+        else:
+            steps += provisions
         steps.append(InventoryPackages())
         if t.policy.enabled:
             steps.append(EvaluatePolicy())

@@ -24,7 +24,8 @@ class WriteProvenance:
         internal = {"accelerator": getattr(s.accel, "accel", None), "cpus": t.machine.cpus,
                     "memory_mb": t.machine.memory, "firmware": t.machine.firmware,
                     "exports": [e.type for e in t.exports],
-                    "fingerprint": s.fingerprint.digest if s.fingerprint else None}
+                    "fingerprint": s.fingerprint.digest if s.fingerprint else None,
+                    **({"checkpoints": s.checkpoint.record()} if s.checkpoint is not None else {})}
         body = statement(inputs, subject_files(s.staging_dir), started=_utc(s.started_at),
                          finished=_utc(datetime.now(UTC)), internal=internal)
         path = atomic_write(s.staging_dir / STATEMENT_FILE, dumps(body))

@@ -28,6 +28,9 @@ class Provision:
         from baker.provision.base import ProvisionContext
 
         assert s.work_dir is not None
+        if s.checkpoint is not None and s.checkpoint.skips(self.index):
+            s.log.info("%s: in the checkpoint, not run again", self.name)
+            return
         ctx = ProvisionContext(
             comm=s.comm, log=s.log, template_dir=s.template.path.parent, work_dir=s.work_dir,
             build_env={"BAKER_BUILD_NAME": s.template.name,

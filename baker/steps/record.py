@@ -61,6 +61,8 @@ class RecordManifest:
             "steps": [{"step": st.name, "seconds": st.seconds} for st in s.timings if st.status == "ok"],
             # what --if-changed compares a later build with (baker.incremental)
             "inputs": s.fingerprint.to_dict() if s.fingerprint is not None else None,
+            # the checkpoint layers the disk was built from (baker.checkpoint), by key and sha256
+            "checkpoints": s.checkpoint.record() if s.checkpoint is not None else None,
             "tools": {"baker": baker.__version__, "qemu": s.qemu_version,
                       "python": platform.python_version()},
         }

@@ -28,7 +28,7 @@ from baker.template.yamlnodes import NULL_TAG, Problems, did_you_mean, kind, rea
 
 USER_KEYS = frozenset({"name", "description", "version", "variables", "source", "machine", "communicator",
                        "provisioners", "shutdown", "generalize", "exports", "post",
-                       "policy", "scan", "sign"})
+                       "policy", "scan", "sign", "checkpoints", "checkpoint_ttl"})
 EXTENSION_PREFIX = "x-"  # top-level keys that only hold YAML anchors, as in docker-compose
 
 

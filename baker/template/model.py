@@ -324,6 +324,10 @@ class Template:
     policy: PolicyConfig = opt(factory=PolicyConfig, text="built-in checks in the guest before shutdown")
     scan: ScanConfig | None = opt(None, "an external vulnerability scanner run after export")
     sign: SignConfig | None = opt(None, "sign the provenance and SHA256SUMS")
+    checkpoints: bool = opt(False, "keep the disk after each provisioner in the checkpoint cache; a "
+                                   "rebuild whose first provisioners are unchanged resumes after them")
+    checkpoint_ttl: str = opt("168h", "checkpoints older than this are not resumed from (apt-get update "
+                                    "and the like are not deterministic)", duration=True)
     # resolved variable values (after precedence and type coercion) and which ones are sensitive
     values: dict[str, Any] = field(default_factory=dict)
     sensitive_values: list[str] = field(default_factory=list)
