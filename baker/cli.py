@@ -108,11 +108,13 @@ def parser() -> argparse.ArgumentParser:
                     help="write the baker template here (default: stdout); relative paths follow it")
     im.add_argument("--overwrite", action="store_true", help="replace FILE if it exists")
 
-    c = sub.add_parser("cache", help="list or prune the verified download cache")
+    c = sub.add_parser("cache", help="list or prune the verified download cache and the checkpoints")
     csub = c.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
     cl = csub.add_parser("list", help="cached files, most recently used first")
     cl.add_argument("--json", action="store_true")
-    cp = csub.add_parser("prune", help="delete cached files (partial downloads are always removed)")
+    cl.add_argument("--checkpoints", action="store_true", help="list the checkpoint cache only")
+    cp = csub.add_parser("prune", help="delete cached files and checkpoints (partial downloads and "
+                                       "dead builds' disks are always removed)")
     cp.add_argument("--older-than", type=cliargs.age, metavar="DURATION",
                     help="not used for this long, e.g. 30d or 720h")
     cp.add_argument("--keep", type=cliargs.count(0), metavar="N", help="keep the N most recently used files")
@@ -196,10 +198,14 @@ def cmd_deps(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
+    from baker.checkpoint import cli as checkpoints
     from baker.sources.cache import DownloadCache
     from baker.units import human_size
 
     cache = DownloadCache()
+    if args.cache_command == "list" and args.checkpoints:
+        checkpoints.print_list(as_json=args.json)
+        return 0
     if args.cache_command == "list":
         entries = cache.list()
         if args.json:
@@ -210,11 +216,17 @@ def cmd_cache(args: argparse.Namespace) -> int:
             used = datetime.fromtimestamp(e.last_used, UTC).strftime("%Y-%m-%d %H:%M")
             print(f"{e.sha256[:16]}  {human_size(e.size):>10}  {used}  {', '.join(e.urls) or '-'}")
         print(f"{len(entries)} files, {human_size(sum(e.size for e in entries))} in {cache.root}")
+        print("checkpoints (baker cache list --checkpoints):")
+        checkpoints.print_list()
         return 0
     removed = cache.prune(older_than=args.older_than, keep=args.keep, max_bytes=args.max_size)
     for p in removed:
         print(f"removed {p}")
     print(f"{len(removed)} files removed")
+    gone = checkpoints.prune(older_than=args.older_than, max_bytes=args.max_size, everything=args.keep == 0)
+    for p in gone:
+        print(f"removed {p}")
+    print(f"checkpoints: {len(gone)} files removed (never one in use or backing another)")
     return 0
 
 

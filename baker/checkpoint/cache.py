@@ -6,7 +6,7 @@
     <cache>/checkpoints/<id>.qcow2           a layer (0444), backing file "<parent>" (same folder)
     <cache>/checkpoints/<id>.json            its metadata; written last, so a layer without it is
                                              not (yet) a checkpoint
-    <cache>/checkpoints/work-<random>.qcow2  a running build's active layer (flock'd exclusively)
+    <cache>/checkpoints/work-<random>.qcow2  a running build's active layer (flock'd)
 
 Backing names are relative to the folder, so the cache can move; layers are never rewritten (no
 `qemu-img rebase`), only added and deleted. A build holds a shared flock on every layer it boots
@@ -77,9 +77,11 @@ class Pins:
 
     fds: list[int] = field(default_factory=list)
 
-    def add(self, path: Path, *, exclusive: bool = False) -> None:
+    def add(self, path: Path) -> None:
+        """Shared, even on a build's own work layer: two flocks of one process on two descriptors
+        of a file conflict like any others, and prune only needs to see that someone holds it."""
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        fcntl.flock(fd, fcntl.LOCK_SH)
         self.fds.append(fd)
 
     def release(self) -> None:
@@ -226,13 +228,15 @@ class CheckpointCache:
         return name
 
     def start_layer(self, backing: str, backing_format: str, pins: Pins, size: int | None = None) -> Path:
-        """A new active layer on `backing` (a name in the cache folder), pinned exclusively."""
+        """A new active layer on `backing` (a name in the cache folder), pinned with its backing
+        (prune would otherwise not know that a work layer depends on it)."""
         path = self.root / f"{_WORK_PREFIX}{secrets.token_hex(8)}.qcow2"
         argv: list[str | Path] = [QEMU_IMG, "create", "-q", "-f", "qcow2", "-F", backing_format,
                                   "-b", backing, path]
         run([*argv, str(size)] if size else argv, cwd=self.root,
             hint="install qemu-img (apt-get install qemu-utils)")
-        pins.add(path, exclusive=True)
+        pins.add(path)
+        pins.add(self.root / backing)
         return path
 
     def new_id(self, key: str) -> str:
