@@ -317,3 +317,15 @@ def test_plan_has_checkpoint_steps_only_when_asked(tmp_path: Path):
     t.checkpoints = False
     assert not any(n.startswith("checkpoint") for n in (s.name for s in plan_steps(t)))
     assert {type(s) for s in plan_steps(load_template(p, environ={}))} >= {SaveCheckpoint, WaitAfterResume}
+
+
+def test_checkpoints_need_a_cloud_image_and_ssh(tmp_path: Path):
+    from baker.errors import TemplateError
+
+    p = project(tmp_path, extra="communicator: {type: none}\n")
+    p.write_text(p.read_text().replace("  - {type: shell, script: a.sh}\n  - {type: shell, scripts: [b.sh]}\n"
+                                       '  - {type: shell, inline: ["echo three"]}\n', ""))
+    with pytest.raises(TemplateError) as e:
+        load_template(p, environ={})
+    assert "t.yaml:3:14: checkpoints: checkpoints need a cloud_image source and the ssh communicator" \
+        in str(e.value)

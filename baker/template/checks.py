@@ -224,6 +224,9 @@ def _check_lifecycle(t: Template, where: Where) -> None:
     if t.scan is not None and not bad("scan") and not t.scan.command:
         where.error("scan", "scan needs a command (an argv list)",
                     'e.g. scan: {command: [sh, -c, "grype sbom:$BAKER_SBOM --fail-on high"]}')
+    if t.checkpoints and (t.source.cloud_image is None or t.communicator.type != "ssh"):
+        where.error("checkpoints", "checkpoints need a cloud_image source and the ssh communicator",
+                    "an installer ISO would boot again from the CD; without SSH nothing can be frozen")
     if t.sign is not None and not bad("sign") and (not t.sign.key or os.path.isdir(t.sign.key)):
         where.error("sign", "sign needs a key: the path of an OpenSSH ed25519 private key",
                     "create one with: ssh-keygen -t ed25519 -N '' -f baker-signing-key")
