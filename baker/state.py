@@ -56,6 +56,7 @@ class BuildState:
     base_sha256: str | None = None
     disk: Path | None = None
     keys: BuildKeys | None = None
+    instance_id: str | None = None  # the seed's cloud-init instance-id (a resumed build reuses one)
     seed: Path | None = None
     cdroms: list[Path] = field(default_factory=list)
     http: HTTPServer | None = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import stat
 import subprocess
 import threading
 import time
@@ -16,9 +17,11 @@ import pytest
 
 from baker.checkpoint import CheckpointCache, Layer, chain
 from baker.checkpoint.cache import Pins
+from baker.checkpoint.session import save, session_path
 from baker.checkpoint.steps import PrepareCheckpoints, SaveCheckpoint, WaitAfterResume
 from baker.fsutil import file_digest
 from baker.incremental import fingerprint
+from baker.keys import generate_build_keys
 from baker.state import BuildOptions, BuildState
 from baker.steps import plan_steps
 from baker.steps.provision import Provision
@@ -225,13 +228,16 @@ def test_prune_by_size_removes_least_recently_used_leaves_first(cache, base):
 
 def test_prune_never_touches_what_a_build_holds(cache, base):
     layers = fill(cache, base, KEYS, 3)
+    (cache.root / f"{layers[2].id}.session").write_text("{}")
+    (cache.root / "gone.session").write_text("{}")  # its layer was deleted: an orphan
     pins = Pins()
     work = cache.start_layer(layers[0].file, "qcow2", pins)  # a running build on layer 1
     stale = cache.root / "work-deadbeef.qcow2"  # a killed build's disk: nobody holds it
     stale.write_bytes(b"x")
     try:
         removed = {p.name for p in cache.prune(everything=True)}
-        assert removed == {layers[1].file, layers[2].file, stale.name}
+        assert removed == {layers[1].file, layers[2].file, stale.name, "gone.session"}
+        assert not list(cache.root.glob("*.session"))
         assert work.exists() and (cache.root / layers[0].file).exists()
         entry = next(e for e in cache.entries() if e.layer is not None)
         assert entry.in_use and entry.children == 0
@@ -283,12 +289,20 @@ def test_prepare_resumes_unless_no_checkpoints(tmp_path: Path):
     names = [Provision(i, pr).name for i, pr in enumerate(s.template.provisioners, 1)]
     keys = chain(s.template, s.fingerprint, s.base_sha256, names).keys
     cache = CheckpointCache()
-    fill(cache, s.base_image, keys, 2)
+    first = fill(cache, s.base_image, keys, 2)[0]
+    original = generate_build_keys(tmp_path / "first-build")
+    save(session_path(cache.root, first.id), original, "baker-first-boot")
+    s.work_dir = tmp_path / "work"
+    s.work_dir.mkdir()
 
     step = PrepareCheckpoints(names)
     step.run(s)
     try:
         assert s.checkpoint is not None and s.checkpoint.depth == 2 and s.disk == s.checkpoint.work
+        # the guest boots as the same cloud-init instance, with the keys it already trusts
+        assert s.instance_id == "baker-first-boot" and s.keys.host_public == original.host_public
+        assert s.keys.client_private_path.read_text() == original.client_private_path.read_text()
+        assert stat.S_IMODE(s.keys.client_private_path.stat().st_mode) == 0o600
         assert s.checkpoint.skips(2) and not s.checkpoint.skips(3)
         assert [la["index"] for la in s.checkpoint.record()["resumed_from"]] == [1, 2]
     finally:

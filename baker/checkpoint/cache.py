@@ -6,6 +6,8 @@
     <cache>/checkpoints/<id>.qcow2           a layer (0444), backing file "<parent>" (same folder)
     <cache>/checkpoints/<id>.json            its metadata; written last, so a layer without it is
                                              not (yet) a checkpoint
+    <cache>/checkpoints/<id>.session         beside a chain's first layer: its first boot's
+                                             cloud-init instance-id and SSH keys (0600)
     <cache>/checkpoints/work-<random>.qcow2  a running build's active layer (flock'd)
 
 Backing names are relative to the folder, so the cache can move; layers are never rewritten (no
@@ -268,7 +270,7 @@ class CheckpointCache:
             children[la.parent] = children.get(la.parent, 0) + 1
         out = []
         for p in sorted(self.root.iterdir()):
-            if p.name == "lock" or p.suffix == ".json" or p.name.startswith("."):
+            if p.name == "lock" or p.suffix in (".json", ".session") or p.name.startswith("."):
                 continue
             la = layers.get(p.name)
             meta = self.root / f"{la.id}.json" if la else p
@@ -290,8 +292,8 @@ class CheckpointCache:
             return removed
         with self.locked(exclusive=True):
             for p in self.root.iterdir():
-                orphan = p.suffix == ".qcow2" and not (self.root / f"{p.stem}.json").exists() \
-                    and not p.name.startswith(_BASE_PREFIX)
+                orphan = p.suffix in (".qcow2", ".session") and not p.name.startswith(_BASE_PREFIX) \
+                    and not (self.root / f"{p.stem}.json").exists()
                 if (p.name.startswith(_WORK_PREFIX) or orphan or p.name.endswith(".part")) and not _locked(p):
                     p.unlink(missing_ok=True)
                     removed.append(p)
@@ -309,6 +311,7 @@ class CheckpointCache:
                     break
                 assert victim.layer is not None
                 (self.root / f"{victim.layer.id}.json").unlink(missing_ok=True)
+                (self.root / f"{victim.layer.id}.session").unlink(missing_ok=True)
                 victim.path.unlink(missing_ok=True)
                 removed.append(victim.path)
             for e in self.entries():

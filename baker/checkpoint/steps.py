@@ -84,6 +84,7 @@ class PrepareCheckpoints:
             if resume is not None:
                 top = resume.top
                 work = cache.start_layer(top.file, "qcow2", pins)
+                self._same_instance(s, cache, resume)
                 oldest = min(la.created for la in resume.layers)
                 s.log.info("resuming from checkpoint after provisioner %d (%s), saved %s ago%s",
                            top.index, top.step, human_duration(time.time() - top.created),
@@ -101,6 +102,18 @@ class PrepareCheckpoints:
         s.checkpoint = run
         s.disk = run.work
 
+    def _same_instance(self, s: BuildState, cache: CheckpointCache, resume: Resume) -> None:
+        """Boot as the chain's first boot did (instance-id, keys): the guest sees a reboot."""
+        from baker.checkpoint.session import install, load, session_path
+
+        assert s.work_dir is not None
+        session = load(session_path(cache.root, resume.layers[0].id))
+        if session is None:
+            s.log.info("the checkpoint has no saved session: the guest boots as a new cloud-init instance")
+            return
+        s.keys = install(session, s.work_dir)
+        s.instance_id = session.instance_id
+
     def cleanup(self, s: BuildState) -> None:
         run = s.checkpoint
         if run is None:
@@ -114,8 +127,8 @@ class PrepareCheckpoints:
 
 
 class WaitAfterResume:
-    """A resumed guest re-runs cloud-init (new instance: new build key and host key); the skipped
-    provisioners usually waited for it, so wait here."""
+    """The skipped provisioners usually waited for cloud-init (on a resumed boot it only does its
+    per-boot work, or all of it when the checkpoint kept no session), so wait here."""
 
     name = "checkpoint-resume"
 
@@ -170,6 +183,10 @@ class SaveCheckpoint:
         layer = run.cache.publish(Layer(id=layer_id, key=key, parent=parent or run.base,
                                         template=s.template.name, index=self.index, step=self.step_name,
                                         created=time.time(), sha256="", size=0))
+        if parent is None and s.keys is not None and s.instance_id:  # the first layer of a new chain
+            from baker.checkpoint.session import save, session_path
+
+            save(session_path(run.cache.root, layer.id), s.keys, s.instance_id)
         run.saved.append(layer)
         s.log.info("checkpoint after provisioner %d saved (%s) in %.1fs", self.index, human_size(layer.size),
                    time.monotonic() - started)

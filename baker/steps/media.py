@@ -15,13 +15,15 @@ class MakeSeed:
 
         assert s.work_dir is not None
         t = s.template
-        s.keys = generate_build_keys(s.work_dir)
-        s.log.info("build key and guest host key generated (host key %s)", s.keys.fingerprint())
+        if s.keys is None:  # else a resumed checkpoint's (baker.checkpoint.session)
+            s.keys = generate_build_keys(s.work_dir)
+            s.log.info("build key and guest host key generated (host key %s)", s.keys.fingerprint())
+        s.instance_id = s.instance_id or f"baker-{uuid.uuid4()}"
         if t.source.cloud_image is not None and t.source.cloud_init.enabled:
             from baker.seed import write_seed
 
             s.seed = write_seed(
-                s.work_dir / "seed.iso", hostname=t.name, instance_id=f"baker-{uuid.uuid4()}",
+                s.work_dir / "seed.iso", hostname=t.name, instance_id=s.instance_id,
                 username=t.communicator.ssh_username if t.communicator.type == "ssh" else None,
                 keys=s.keys, cloud_init=t.source.cloud_init,
                 password=t.communicator.ssh_password,
