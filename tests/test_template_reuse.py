@@ -224,7 +224,7 @@ def test_a_missing_script_in_a_fragment_is_looked_for_beside_the_fragment(d: Pat
 def test_yaml_syntax_error_in_a_fragment(d: Path):
     put(d, "bad.yaml", "machine: {cpus: 2\n")
     msg = error_text(put(d, "t.yaml", HEAD + "include: [bad.yaml]\n"))
-    assert msg.startswith(f"{d.name}/bad.yaml:".replace(f"{d.name}/", "")) or "bad.yaml:2:1" in msg
+    assert msg.startswith(f"{d / 'bad.yaml'}:2:1: YAML syntax error")
 
 
 def test_missing_fragment_and_cycles_are_clear_errors(d: Path):
