@@ -280,3 +280,22 @@ def test_a_fragment_change_changes_the_fingerprint_but_its_comments_do_not(d: Pa
     after = fingerprint(load(t))
     assert after.digest != before.digest
     assert [k for k in after.parts if after.parts[k] != before.parts.get(k)] == ["template machine"]
+
+
+def test_the_readme_example_means_what_the_readme_says(d: Path):
+    import re
+
+    from tests.helpers.paths import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"### Sharing parts of templates.*?```yaml\n(.*?)```", readme, re.S)
+    assert block is not None
+    put(d, "common/machine.yaml", "machine: {cpus: 4, memory: 1024}\n")
+    put(d, "common/base-steps.yaml", "provisioners:\n  - {type: shell, inline: [apt-get update]}\n")
+    put(d, "common/cleanup-steps.yaml", "- {type: shell, inline: [apt-get clean]}\n")
+    t = load(put(d, "t.yaml", "name: demo\nvariables: {flavour: {default: small}}\n"
+                              "source: {cloud_image: {url: base.qcow2, checksum: none}}\n" + block.group(1)))
+    assert (t.machine.cpus, t.machine.memory) == (4, 4096)
+    assert [p.inline for p in t.provisioners] == [  # type: ignore[union-attr]
+        ["apt-get update"], ["apt-get install -y nginx curl"], ["apt-get clean"]]
+    assert re.fullmatch(r"web-small-\d{8}", t.description)
