@@ -299,3 +299,52 @@ def test_the_readme_example_means_what_the_readme_says(d: Path):
     assert [p.inline for p in t.provisioners] == [  # type: ignore[union-attr]
         ["apt-get update"], ["apt-get install -y nginx curl"], ["apt-get clean"]]
     assert re.fullmatch(r"web-small-\d{8}", t.description)
+
+
+def test_if_changed_rebuilds_when_a_fragment_changes_its_meaning(d: Path):
+    import json
+
+    from baker.incremental import decide
+
+    frag = put(d, "common/steps.yaml", "- {type: shell, inline: [one]}\n")
+    t = put(d, "t.yaml", HEAD + "provisioners: !include common/steps.yaml\n")
+    fp = fingerprint(load(t))
+    out = d / "out"
+    out.mkdir()
+    (out / "t.qcow2").write_bytes(b"x")
+    (out / "manifest.json").write_text(json.dumps({
+        "name": "t", "built_at": "2026-12-01T00:00:00Z", "inputs": fp.to_dict(),
+        "artifacts": [{"export": "qcow2", "file": "t.qcow2", "size": 1}]}))
+    assert decide(fingerprint(load(t)), out, name="t").up_to_date
+    frag.write_text("- {type: shell, inline: [two]}\n")
+    again = decide(fingerprint(load(t)), out, name="t")
+    assert not again.up_to_date and "template provisioners" in again.reason
+
+
+def test_make_rebuilds_an_image_when_its_fragment_is_touched(d: Path):
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from tests.helpers.paths import ROOT
+
+    frag = put(d, "common/m.yaml", "machine: {cpus: 1}\n")
+    for name in ("one", "two"):
+        put(d, f"{name}.yaml", HEAD.replace("name: t", f"name: {name}")
+            + ("include: [common/m.yaml]\n" if name == "one" else ""))
+        rule = subprocess.run([sys.executable, "-m", "baker", "deps", f"{name}.yaml", "-o", f"images/{name}"],
+                              cwd=d, check=True, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
+        (d / f"{name}.d").write_text(rule.stdout)
+    (d / "Makefile").write_text(
+        "all: images/one/manifest.json images/two/manifest.json\n"
+        "images/%/manifest.json:\n\tmkdir -p $(@D) && echo built $* && touch $@\n"
+        "-include one.d two.d\n")
+    make = ["make", "--no-print-directory"]
+    assert "built one" in subprocess.run(make, cwd=d, capture_output=True, text=True, check=True).stdout
+    assert "Nothing to be done" in subprocess.run(make, cwd=d, capture_output=True, text=True).stdout
+    time.sleep(1.1)
+    frag.write_text("machine: {cpus: 2}\n")
+    again = subprocess.run(make, cwd=d, capture_output=True, text=True, check=True).stdout
+    assert "built one" in again and "built two" not in again

@@ -50,6 +50,10 @@ class _Resolver:
     def __init__(self, problems: Problems, found: Fragments) -> None:
         self.problems = problems
         self.found = found
+        # aliases share nodes: expand each once (a billion laughs stays small), and leave a
+        # recursive alias as it is (the converter reports it)
+        self._done: dict[int, tuple[Node, Node]] = {}
+        self._busy: set[int] = set()
 
     def error(self, message: str, node: Node, file: str, path: str, hint: str | None = None) -> None:
         self.problems.add(message, mark_of(node, file), path, hint)
@@ -90,6 +94,22 @@ class _Resolver:
     # -- walking ------------------------------------------------------------------------------------
     def expand(self, node: Node, file: str, stack: tuple[Path, ...], path: str, *, top: bool = False) -> Node:
         """`node` with every `!include` replaced; at a document's top, its `include:` merged in."""
+        if isinstance(node, ScalarNode) and node.tag != INCLUDE_TAG:
+            return node
+        key = id(node)
+        if key in self._done and self._done[key][0] is node:
+            return self._done[key][1]
+        if key in self._busy:
+            return node
+        self._busy.add(key)
+        try:
+            out = self._expand(node, file, stack, path, top=top)
+        finally:
+            self._busy.discard(key)
+        self._done[key] = (node, out)
+        return out
+
+    def _expand(self, node: Node, file: str, stack: tuple[Path, ...], path: str, *, top: bool) -> Node:
         if isinstance(node, ScalarNode):
             if node.tag == INCLUDE_TAG:
                 return self.fragment(node, file, stack, path) or ScalarNode(
