@@ -210,3 +210,16 @@ def test_fmt_writes_through_a_symlink(tmp_path: Path):
     link.symlink_to(real)
     format_file(link, write=True)
     assert link.is_symlink() and real.read_text() == "name: t\ndescription: d\n"
+
+
+def test_exactly_one_trailing_newline_unless_a_kept_block_needs_more():
+    assert format_text("name: t\n\n\n\n") == "name: t\n"
+    assert format_text("name: t") == "name: t\n"
+    kept = "description: |+\n  x\n\n\n"
+    assert meaning(format_text(kept)) == meaning(kept)
+
+
+@pytest.mark.parametrize("text", ["mode: 0644\n", "enabled: yes\n", "v: 1.10\n", "s: 010\n", "b: off\n",
+                                  "h: 0x1F\n", "k: !!str 12\n", "p: 12:30\n", "t: 2001-01-01\n"])
+def test_yaml_1_1_scalars_are_written_as_they_were(text: str):
+    assert format_text(text) == text

@@ -264,10 +264,11 @@ def format_text(text: str, name: str = "<template>") -> str:
     except RecursionError:
         raise FormatError(f"{name}: cannot format: nested too deeply") from None
     result = prefix + out.getvalue()
-    if not result.endswith("\n"):
-        result += "\n"
     try:
-        same = meaning(result) == meaning(text)
+        before = meaning(text)
+        tidy = result.rstrip("\n") + "\n"  # one trailing newline (unless a `|+` block keeps more)
+        result = tidy if meaning(tidy) == before else result
+        same = meaning(result) == before
     except (yaml.YAMLError, RecursionError):
         same = False
     if not same:
