@@ -3,8 +3,8 @@ as named parts so a rebuild can say in one line which inputs changed.
 
 Not inputs, on purpose: where the base image is fetched from (its digest is the input), the
 version string (demo templates stamp it with timestamp()), comments and formatting of the template
-file and of the fragments it includes (their rendered meaning counts: a fragment's content is part of
-the rendered template), and the QEMU version. Secret values count by an HMAC under a
+file and of the fragments it includes (their meaning counts: a fragment is listed by its data), and
+the QEMU version. Secret values count by an HMAC under a
 host-local key, so the manifest never holds a guessable digest of a password.
 """
 
@@ -21,6 +21,7 @@ from typing import Any
 import baker
 from baker.inputs import Input, local_files
 from baker.paths import cache_root
+from baker.template.include import fragment_meaning
 from baker.template.model import Template
 
 # keys of `template_to_dict` that are not the image's inputs (see the module docstring)
@@ -151,7 +152,9 @@ def fingerprint(t: Template) -> Fingerprint:
     unknown = ""
     try:
         for inp in local_files(t)[1:]:  # not the template's bytes: its rendering (above) is the input
-            if inp.kind != "include":  # nor a fragment's: it is part of that rendering
+            if inp.kind == "include" and inp.path is not None:  # a fragment by its data, like the template
+                parts[f"include {_label(inp)}"] = _digest(fragment_meaning(inp.path))
+            else:
                 parts[f"{inp.kind} {_label(inp)}"] = inp.sha256
     except OSError as e:
         unknown = f"an input cannot be read: {e.filename or e}: {e.strerror or e}"

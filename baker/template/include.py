@@ -20,7 +20,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from baker.errors import TemplateError
@@ -168,6 +170,31 @@ class _Resolver:
             self.error(f"'include' must be a list of file names, got {kind(node)}", node, file, INCLUDE_KEY,
                        "e.g. include: [common/machine.yaml, common/steps.yaml]")
         return []
+
+
+class _Tolerant(yaml.SafeLoader):
+    """Reads a fragment's data with its tags (`!include x`) as ("!tag", value) pairs."""
+
+
+def _tagged(loader: yaml.SafeLoader, suffix: str, node: Node) -> Any:
+    if isinstance(node, ScalarNode):
+        return ("!" + suffix, loader.construct_scalar(node))
+    if isinstance(node, SequenceNode):
+        return ("!" + suffix, loader.construct_sequence(node, deep=True))
+    return ("!" + suffix, loader.construct_mapping(node, deep=True))  # type: ignore[arg-type]
+
+
+_Tolerant.add_multi_constructor("!", _tagged)
+
+
+def fragment_meaning(path: Path) -> Any:
+    """A fragment's data, comments and layout aside (what a build fingerprint should see);
+    OSError when it cannot be read, its text when it is not valid YAML."""
+    text = path.read_text(encoding="utf-8", errors="replace")
+    try:
+        return yaml.load(text, Loader=_Tolerant)  # a SafeLoader subclass
+    except (yaml.YAMLError, RecursionError):
+        return text
 
 
 def _key(node: Node) -> str | None:

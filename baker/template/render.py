@@ -335,6 +335,8 @@ class Renderer:
                 hint = f"variables are written with their prefix: {{{{ var.{name} }}}}"
             elif name in self.local:
                 hint = f"locals are written with their prefix: {{{{ local.{name} }}}}"
+            elif name == "name" and "name" not in self.context:
+                hint = "locals are computed before the template's name: use a variable or a literal"
             elif name == "build":
                 hint = ("build.* values exist only in late fields "
                         "(boot_command, http_content, cd_content, append)")
