@@ -223,3 +223,12 @@ def test_exactly_one_trailing_newline_unless_a_kept_block_needs_more():
                                   "h: 0x1F\n", "k: !!str 12\n", "p: 12:30\n", "t: 2001-01-01\n"])
 def test_yaml_1_1_scalars_are_written_as_they_were(text: str):
     assert format_text(text) == text
+
+
+def test_anchors_follow_their_first_use_and_merges_are_left_alone():
+    out = format_text("post: &steps [{type: shell-local, inline: [a]}]\nname: t\nprovisioners: *steps\n")
+    assert out == "name: t\nprovisioners: &steps [{type: shell-local, inline: [a]}]\npost: *steps\n"
+    machine = "machine:\n  <<: *m\n  memory: 1024\n  accelerator: tcg\n"
+    merged = f"x-m: &m {{cpus: 1, memory: 512}}\n{machine}name: t\n"
+    out = format_text(merged)
+    assert machine in out and meaning(out) == meaning(merged)
