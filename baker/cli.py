@@ -124,12 +124,13 @@ def parser() -> argparse.ArgumentParser:
 
 def _register_lifecycle(sub) -> None:
     """The store, provenance, SBOM and reference packages define their own subcommands (each sets `func`)."""
+    from baker.fmt.cli import register as fmt_command
     from baker.provenance.cli import register as provenance_commands
     from baker.reference.cli import register as docs_command
     from baker.sbom.cli import register as sbom_commands
     from baker.store.cli import register as store_commands
 
-    for register in (store_commands, provenance_commands, sbom_commands, docs_command):
+    for register in (store_commands, provenance_commands, sbom_commands, docs_command, fmt_command):
         register(sub)
 
 
