@@ -208,19 +208,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from baker.steps import plan_steps
     from baker.template import template_to_dict
 
-    views = []
+    views, digests = [], []
     for p in _selected(args):
         t = p.model
         _warn(t)
         views.append({"template": template_to_dict(t), "steps": [s.name for s in plan_steps(t)]})
+        digests.append(t.sha256)
     if args.json:  # a template with several builds: {"builds": [one view per build]}
         print(json.dumps(views[0] if len(views) == 1 else {"builds": views}, indent=2, default=str))
         return 0
     import yaml
 
-    for i, view in enumerate(views):
-        print(("\n" if i else "") + f"# {args.template} {view['template']['name']} "
-              f"(sha256 {t.sha256[:16]}...)")
+    for i, (view, sha) in enumerate(zip(views, digests, strict=True)):
+        build = f" {view['template']['name']}" if len(views) > 1 else ""
+        print(("\n" if i else "") + f"# {args.template}{build} (sha256 {sha[:16]}...)")
         print(yaml.safe_dump(view["template"], sort_keys=False, default_flow_style=False).rstrip())
         print("\n# steps")
         for n, s in enumerate(view["steps"], 1):

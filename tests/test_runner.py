@@ -312,6 +312,8 @@ def test_the_terminal_shows_one_live_line_per_build():
     out.close()
     last = stream.getvalue().rsplit("\x1b[J", 1)[1]
     assert last == "\x1b[2Ka  done in 52.0s\n\x1b[2Kb  FAILED at wait-ssh after 42.0s (exit 1)\n"
+    out.note("the summary")  # below the last frame, which stays as it is
+    assert stream.getvalue().endswith("(exit 1)\nthe summary\n")
 
 
 def test_long_status_lines_are_cut_to_the_terminal_width():

@@ -175,6 +175,7 @@ class TtyOut(Out):
         super().__init__(*args, **kwargs)
         self.columns = columns
         self.height = 0  # lines of the status block currently on screen
+        self.closed = False  # the block's last frame stays; what follows (the summary) goes below it
 
     def show(self, ln: Lane, record: dict[str, Any], text: str | None) -> None:
         kind = record.get("event")
@@ -198,6 +199,9 @@ class TtyOut(Out):
             self.height = 0
 
     def _draw(self) -> None:
+        if self.closed:
+            self.stream.flush()
+            return
         cols = self.columns or shutil.get_terminal_size((100, 24)).columns
         now = self.clock()
         lines = [ln.status(now, self.width)[: max(cols - 1, 10)] for ln in self.lanes.values()]
@@ -215,7 +219,9 @@ class TtyOut(Out):
         self.redraw()
 
     def close(self) -> None:
-        self.redraw()  # the final states stay on screen
+        with self._lock:
+            self.redraw()  # the final states stay on screen
+            self.closed, self.height = True, 0
 
 
 OUTPUTS: dict[str, type[Out]] = {"tty": TtyOut, "plain": PlainOut, "json": JsonOut}
