@@ -264,7 +264,7 @@ def test_off_a_terminal_lines_are_timestamped_prefixed_and_plain():
     out = PlainOut(["a", "b"], stream, log)
     for lane, record in FEED:
         out.event(lane, record)
-    out.note("1 of 2 builds succeeded")
+    out.note("BUILD  RESULT\n1 of 2 builds succeeded")  # every line of a note is timestamped too
     text = stream.getvalue()
     assert not ESC.search(text) and not ESC.search(log.getvalue())
     lines = text.splitlines()
@@ -274,6 +274,7 @@ def test_off_a_terminal_lines_are_timestamped_prefixed_and_plain():
     assert "2026-01-31T12:00:00Z b: ERROR: build failed: step 'wait-ssh' failed: timeout" in lines
     assert "2026-01-31T12:00:00Z b:   login:" in lines  # every line of a multi-line message is prefixed
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ 1 of 2 builds succeeded", lines[-1])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ BUILD  RESULT", lines[-2])
     logged = log.getvalue()
     assert logged.startswith("2026-01-31T12:00:00Z a: [2/9] fetch-source ...\n")
     assert "b: ERROR: build failed: step 'wait-ssh' failed: timeout" in logged and "b: out: hello" in logged

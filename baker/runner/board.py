@@ -123,10 +123,11 @@ class Out:
     def note(self, text: str) -> None:
         """A line of the runner's own (not of one build)."""
         with self._lock:
+            text, ts = printable(MASKER.mask(text)), now_ts()
             if self.log_file is not None:
-                self.log_file.write(f"{now_ts()} {text}\n")
+                self.log_file.writelines(f"{ts} {line}\n" for line in text.splitlines())
                 self.log_file.flush()
-            self.write_note(printable(MASKER.mask(text)))
+            self.write_note(text)
 
     def write_note(self, text: str) -> None:
         raise NotImplementedError
@@ -153,7 +154,8 @@ class PlainOut(Out):
         self.stream.flush()
 
     def write_note(self, text: str) -> None:
-        self.stream.write(f"{now_ts()} {text}\n")
+        ts = now_ts()
+        self.stream.writelines(f"{ts} {line}\n" for line in text.splitlines())
         self.stream.flush()
 
 
