@@ -131,7 +131,7 @@ def _run(t: Template, options: BuildOptions, reporter: Reporter, fp: Fingerprint
     log_file = log_dir / "build.log"
     handlers = setup_logging(reporter, log_file, verbose)
     cancel = threading.Event()
-    steps = plan_steps(t)
+    steps = plan_steps(t, apt_cache=options.apt_cache)
     reported: list[BaseException] = []
 
     def tails() -> dict[str, str]:

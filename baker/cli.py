@@ -91,6 +91,10 @@ def parser() -> argparse.ArgumentParser:
                         "(source.image), and theirs, each into images/<its name> beside this output")
     b.add_argument("--deps-file", type=Path, metavar="FILE",
                    help="after a good build, write a Make rule (artifacts: inputs) here, like gcc -MD")
+    b.add_argument("--apt-cache", action="store_true", default=bool(os.environ.get("BAKER_APT_CACHE")),
+                   help="the guest's apt downloads (http sources) go through a cache on the host's "
+                        "loopback, kept in the baker cache for the next build (default: on when "
+                        "$BAKER_APT_CACHE is set); never part of the image")
 
     v = sub.add_parser("validate", help="check a template without building",
                        description="Load, render and validate a template; errors name file:line:col.")
@@ -130,7 +134,8 @@ def parser() -> argparse.ArgumentParser:
     csub = c.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
     cl = csub.add_parser("list", help="cached files, most recently used first")
     cl.add_argument("--json", action="store_true")
-    cp = csub.add_parser("prune", help="delete cached files (partial downloads are always removed)")
+    cp = csub.add_parser("prune", help="delete cached files (partial downloads are always removed); "
+                                       "--older-than also prunes the --apt-cache packages")
     cp.add_argument("--older-than", type=cliargs.age, metavar="DURATION",
                     help="not used for this long, e.g. 30d or 720h")
     cp.add_argument("--keep", type=cliargs.count(0), metavar="N", help="keep the N most recently used files")
@@ -142,12 +147,13 @@ def parser() -> argparse.ArgumentParser:
 
 def _register_lifecycle(sub) -> None:
     """The store, provenance, SBOM and reference packages define their own subcommands (each sets `func`)."""
+    from baker.fmt.cli import register as fmt_command
     from baker.provenance.cli import register as provenance_commands
     from baker.reference.cli import register as docs_command
     from baker.sbom.cli import register as sbom_commands
     from baker.store.cli import register as store_commands
 
-    for register in (store_commands, provenance_commands, sbom_commands, docs_command):
+    for register in (store_commands, provenance_commands, sbom_commands, docs_command, fmt_command):
         register(sub)
 
 
@@ -251,6 +257,7 @@ def _usage(message: str, hint: str | None = None) -> BakerError:
 def cmd_cache(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
+    from baker import aptcache as apt_cache
     from baker.sources.cache import DownloadCache
     from baker.units import human_size
 
@@ -265,8 +272,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
             used = datetime.fromtimestamp(e.last_used, UTC).strftime("%Y-%m-%d %H:%M")
             print(f"{e.sha256[:16]}  {human_size(e.size):>10}  {used}  {', '.join(e.urls) or '-'}")
         print(f"{len(entries)} files, {human_size(sum(e.size for e in entries))} in {cache.root}")
+        n, size = apt_cache.usage()
+        print(f"apt cache (--apt-cache): {n} packages, {human_size(size)} in {apt_cache.apt_cache_dir()}")
         return 0
     removed = cache.prune(older_than=args.older_than, keep=args.keep, max_bytes=args.max_size)
+    removed += apt_cache.prune(older_than=args.older_than)
     for p in removed:
         print(f"removed {p}")
     print(f"{len(removed)} files removed")
@@ -333,7 +343,8 @@ def cmd_build(args: argparse.Namespace) -> int:
                                keep_workdir=args.keep_workdir, export_jobs=args.export_jobs,
                                timeout=args.timeout, accelerator=args.accel,
                                if_changed=args.if_changed, force=args.force, wait_lock=args.wait_lock,
-                               deps_file=args.deps_file.resolve() if args.deps_file else None)
+                               deps_file=args.deps_file.resolve() if args.deps_file else None,
+                               apt_cache=args.apt_cache)
         if not args.no_store:
             from baker.store import default_store_path
 

@@ -264,7 +264,7 @@ def fuzz_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 _WORD = st.one_of(st.sampled_from(_TOKENS), st.text(max_size=6))
 _COMMANDS = st.sampled_from([["build"], ["validate"], ["inspect"], ["cache", "prune"], ["cache", "list"],
-                             ["import"]])
+                             ["import"], ["fmt", "--check"]])
 _FILES = st.sampled_from(["T.yaml", "bad.yaml", "vars.yaml", "packer.json", "dir", "absent"])
 # mostly well-formed command lines (so values and files get parsed), some free-form ones
 _ARGV = st.one_of(

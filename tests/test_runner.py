@@ -98,6 +98,14 @@ def test_null_removes_a_key_and_lists_replace(tmp_path: Path):
     assert [e.type for e in small.exports] == ["qcow2"]
 
 
+def test_a_build_overrides_what_an_include_brings(tmp_path: Path):
+    (tmp_path / "machine.yaml").write_text("machine: {memory: 1536, firmware: bios}\n")
+    t = two(tmp_path, TWO.replace("machine: {memory: 1024, cpus: 2}\n", "include: machine.yaml\n"))
+    bios, uefi = load_template(t, build="bios"), load_template(t, build="uefi")
+    assert (bios.machine.memory, bios.machine.firmware) == (1536, "bios")
+    assert (uefi.machine.memory, uefi.machine.firmware) == (2048, "uefi")
+
+
 def test_a_template_with_builds_loads_one_build_at_a_time(tmp_path: Path):
     t = two(tmp_path)
     with pytest.raises(TemplateError, match="defines builds bios, uefi: name one"):

@@ -39,7 +39,7 @@ def build_many(args: argparse.Namespace, selected: list[Planned], mode: str | No
         common += ["-var-file", str(f)]
     flags = {"--strict": args.strict, "--verbose": args.verbose, "--keep-workdir": args.keep_workdir,
              "--no-store": args.no_store, "--if-changed": args.if_changed, "--force": args.force,
-             "--wait-lock": args.wait_lock}
+             "--wait-lock": args.wait_lock, "--apt-cache": getattr(args, "apt_cache", False)}
     common += [f for f, on in flags.items() if on]
     common += ["--on-error", args.on_error, "--export-jobs", str(args.export_jobs)]
     if args.timeout:
