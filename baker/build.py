@@ -43,6 +43,12 @@ class BuildOutcome:
 def run_build(
     t: Template, options: BuildOptions, reporter: Reporter, *, verbose: bool = False
 ) -> BuildOutcome:
+    """One build of `t`; its events carry its name (a layer's parent's events carry the parent's)."""
+    with reporter.building(t.name):
+        return _run_build(t, options, reporter, verbose)
+
+
+def _run_build(t: Template, options: BuildOptions, reporter: Reporter, verbose: bool) -> BuildOutcome:
     """One build of one output, holding that output's lock; with --if-changed, maybe no build at all.
 
     A layer (source.image) first brings its parent template up to date (built with --if-changed,

@@ -20,7 +20,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from baker.errors import Mark, TemplateError
 from baker.secrets import MASK, MASKER
-from baker.template import checks, post_checks, sources_check, variables
+from baker.template import builds, checks, post_checks, sources_check, variables
 from baker.template import locals as locals_
 from baker.template.convert import BAD, NULL, Converter
 from baker.template.include import INCLUDE_KEY, resolve_includes
@@ -31,23 +31,26 @@ from baker.template.yamlnodes import NULL_TAG, Problems, did_you_mean, kind, rea
 USER_KEYS = frozenset({"name", "description", "version", "include", "variables", "locals", "source",
                        "machine", "communicator",
                        "provisioners", "shutdown", "generalize", "exports", "post",
-                       "policy", "scan", "sign"})
+                       "policy", "scan", "sign", builds.KEY})
 EXTENSION_PREFIX = "x-"  # top-level keys that only hold YAML anchors, as in docker-compose
 
 
 def load_template(path: str | Path, *, cli_vars: dict[str, str] | None = None,
                   var_files: list[str | Path] | tuple[str | Path, ...] = (),
-                  environ: Mapping[str, str] | None = None) -> Template:
-    """Read, render and validate a template; raises `TemplateError` or `TemplateErrors`."""
+                  environ: Mapping[str, str] | None = None, build: str | None = None) -> Template:
+    """Read, render and validate a template; raises `TemplateError` or `TemplateErrors`.
+
+    A template with `builds:` loads one build at a time (`build`), named `<name>-<build>`.
+    """
     try:
-        return _load(path, cli_vars or {}, var_files, environ)
+        return _load(path, cli_vars or {}, var_files, environ, build)
     except RecursionError:
         raise TemplateError("the template nests too deeply (or uses a recursive alias)",
                             mark=Mark(str(path), 1, 1)) from None
 
 
 def _load(path: str | Path, cli_vars: dict[str, str], var_files: list[str | Path] | tuple[str | Path, ...],
-          environ: Mapping[str, str] | None) -> Template:
+          environ: Mapping[str, str] | None, build: str | None = None) -> Template:
     display = str(path)
     abs_path = Path(os.path.abspath(path))
     template_dir = abs_path.parent
@@ -65,6 +68,7 @@ def _load(path: str | Path, cli_vars: dict[str, str], var_files: list[str | Path
                         None)
     root, fragments = resolve_includes(root, display, abs_path, problems)
     problems.check()  # a missing fragment would only cause follow-up errors
+    root, build = builds.select(root, build, display)  # a build's overrides win over included parts
     marks: dict[str, Mark] = {"": Mark(display, 1, 1)}
     conv = Converter(problems, display, marks)
     top = {key: (knode, vnode) for key, knode, vnode in conv.entries(root, "")}  # type: ignore[arg-type]
@@ -95,7 +99,7 @@ def _load(path: str | Path, cli_vars: dict[str, str], var_files: list[str | Path
         if value is NULL:
             conv.error("'name' needs a value", vnode, "name", "e.g. name: debian-12-nginx")
         elif value is not BAD:
-            name = value
+            name = f"{value}-{build}" if build else value
     else:
         problems.add("missing required key 'name'", Mark(display, 1, 1), "name",
                      "add e.g. name: debian-12-nginx (it names the output files)")
