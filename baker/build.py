@@ -43,6 +43,12 @@ class BuildOutcome:
 def run_build(
     t: Template, options: BuildOptions, reporter: Reporter, *, verbose: bool = False
 ) -> BuildOutcome:
+    """One build of `t`; its events carry its name (a layer's parent's events carry the parent's)."""
+    with reporter.building(t.name):
+        return _run_build(t, options, reporter, verbose)
+
+
+def _run_build(t: Template, options: BuildOptions, reporter: Reporter, verbose: bool) -> BuildOutcome:
     """One build of one output, holding that output's lock; with --if-changed, maybe no build at all.
 
     A layer (source.image) first brings its parent template up to date (built with --if-changed,
@@ -125,7 +131,7 @@ def _run(t: Template, options: BuildOptions, reporter: Reporter, fp: Fingerprint
     log_file = log_dir / "build.log"
     handlers = setup_logging(reporter, log_file, verbose)
     cancel = threading.Event()
-    steps = plan_steps(t)
+    steps = plan_steps(t, apt_cache=options.apt_cache)
     reported: list[BaseException] = []
 
     def tails() -> dict[str, str]:

@@ -20,8 +20,11 @@ from baker import cliargs
 from baker.errors import BakerError, TemplateError, TemplateErrors
 
 
-def _add_template_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("template", type=Path, help="path to the YAML template")
+def _add_template_args(p: argparse.ArgumentParser, *, several: bool = False) -> None:
+    if several:
+        p.add_argument("template", type=Path, nargs="+", help="paths to YAML templates")
+    else:
+        p.add_argument("template", type=Path, help="path to the YAML template")
     p.add_argument("-var", "--var", dest="vars", action="append", type=cliargs.assignment, default=[],
                    metavar="NAME=VALUE",
                    help="set a variable (highest precedence); repeatable")
@@ -31,15 +34,33 @@ def _add_template_args(p: argparse.ArgumentParser) -> None:
                    help="treat warnings (e.g. a source without a checksum) as errors")
 
 
+def _add_selection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--only", "-only", dest="only", action="append", type=cliargs.names, default=[],
+                   metavar="NAME[,NAME]", help="only these builds (a build's name, e.g. uefi, or its full "
+                                               "name, e.g. web-uefi); repeatable")
+    p.add_argument("--except", "-except", dest="except_", action="append", type=cliargs.names, default=[],
+                   metavar="NAME[,NAME]", help="all builds but these; repeatable")
+
+
 def parser() -> argparse.ArgumentParser:
     p = cliargs.Parser(prog="baker", description="Bake golden VM images with QEMU.")
     p.add_argument("--version", action="version", version=f"baker {baker.__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     b = sub.add_parser("build", help="build the image a template describes",
-                       description="Boot the source under QEMU, provision over SSH, shut down, export.")
-    _add_template_args(b)
-    b.add_argument("--output-dir", "-o", type=Path, help="where artifacts go (default: images/<name>)")
+                       description="Boot the source under QEMU, provision over SSH, shut down, export. "
+                                   "Several templates, or a template with builds:, run several builds, "
+                                   "-j at a time, each in its own process, with a summary at the end.")
+    _add_template_args(b, several=True)
+    _add_selection_args(b)
+    b.add_argument("-j", "--jobs", type=cliargs.count(1), metavar="N",
+                   help="builds run at once when there are several (default: as many as CPUs, at most "
+                        "the number of builds)")
+    b.add_argument("--log-file", type=Path, metavar="FILE",
+                   help="also write the run's log (plain timestamped lines) here; with several builds "
+                        "one file, every line prefixed with its build's name")
+    b.add_argument("--output-dir", "-o", type=Path, help="where artifacts go (default: images/<name>); "
+                                                         "only with a single build")
     b.add_argument("--on-error", "-on-error", choices=["cleanup", "abort"], default="cleanup",
                    help="abort: on failure keep the VM up for debugging (SSH command shown) until Ctrl-C")
     b.add_argument("--json", action="store_true", help="JSON event stream on stdout (one object per line)")
@@ -75,20 +96,26 @@ def parser() -> argparse.ArgumentParser:
                         "(source.image), and theirs, each into images/<its name> beside this output")
     b.add_argument("--deps-file", type=Path, metavar="FILE",
                    help="after a good build, write a Make rule (artifacts: inputs) here, like gcc -MD")
+    b.add_argument("--apt-cache", action="store_true", default=bool(os.environ.get("BAKER_APT_CACHE")),
+                   help="the guest's apt downloads (http sources) go through a cache on the host's "
+                        "loopback, kept in the baker cache for the next build (default: on when "
+                        "$BAKER_APT_CACHE is set); never part of the image")
 
     v = sub.add_parser("validate", help="check a template without building",
                        description="Load, render and validate a template; errors name file:line:col.")
-    _add_template_args(v)
+    _add_template_args(v, several=True)
     v.add_argument("--json", action="store_true", help="the result (errors, warnings) as one JSON object")
 
     i = sub.add_parser("inspect", help="show the resolved template and the steps a build runs")
     _add_template_args(i)
+    _add_selection_args(i)
     i.add_argument("--json", action="store_true", help="machine-readable output")
 
     dp = sub.add_parser("deps", help="print the Make rule of a build: its artifacts and every local input",
                         description="Print `ARTIFACTS: TEMPLATE INPUTS...` (and an empty rule per input, as "
                                     "gcc -MP) for a Makefile to -include; `build --deps-file` writes it too.")
     _add_template_args(dp)
+    _add_selection_args(dp)
     dp.add_argument("--output-dir", "-o", type=Path, help="the build's output dir (default: images/<name>)")
 
     d = sub.add_parser("doctor", help="what baker will use on this host, and why",
@@ -114,7 +141,8 @@ def parser() -> argparse.ArgumentParser:
     cl.add_argument("--json", action="store_true")
     cl.add_argument("--checkpoints", action="store_true", help="list the checkpoint cache only")
     cp = csub.add_parser("prune", help="delete cached files and checkpoints (partial downloads and "
-                                       "dead builds' disks are always removed)")
+                                       "dead builds' disks are always removed); --older-than also "
+                                       "prunes the --apt-cache packages")
     cp.add_argument("--older-than", type=cliargs.age, metavar="DURATION",
                     help="not used for this long, e.g. 30d or 720h")
     cp.add_argument("--keep", type=cliargs.count(0), metavar="N", help="keep the N most recently used files")
@@ -126,23 +154,33 @@ def parser() -> argparse.ArgumentParser:
 
 def _register_lifecycle(sub) -> None:
     """The store, provenance, SBOM and reference packages define their own subcommands (each sets `func`)."""
+    from baker.fmt.cli import register as fmt_command
     from baker.provenance.cli import register as provenance_commands
     from baker.reference.cli import register as docs_command
     from baker.sbom.cli import register as sbom_commands
     from baker.store.cli import register as store_commands
 
-    for register in (store_commands, provenance_commands, sbom_commands, docs_command):
+    for register in (store_commands, provenance_commands, sbom_commands, docs_command, fmt_command):
         register(sub)
 
 
-def _load(args: argparse.Namespace):
+def _load(args: argparse.Namespace, path: Path | None = None, build: str | None = None):
     from baker.template import load_template
 
-    t = load_template(args.template, cli_vars=dict(args.vars), var_files=list(args.var_files),
-                      environ=os.environ)
+    t = load_template(path or args.template, cli_vars=dict(args.vars), var_files=list(args.var_files),
+                      environ=os.environ, build=build)
     if getattr(args, "strict", False) and t.warnings:
         raise TemplateErrors(list(t.warnings))
     return t
+
+
+def _selected(args: argparse.Namespace) -> list:
+    """The builds the command line names (every build of every template, narrowed by --only/--except)."""
+    from baker.runner import plan
+
+    templates = args.template if isinstance(args.template, list) else [args.template]
+    return plan(templates, lambda p, b: _load(args, p, b), only=[w for ws in args.only for w in ws],
+                except_=[w for ws in args.except_ for w in ws])
 
 
 def _warn(t) -> None:
@@ -151,17 +189,31 @@ def _warn(t) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    """Every build of every template given; --json: one object, or a list of them for several."""
+    from baker.template.builds import build_names
+
     if args.json:
         from baker.template.report import validation_report
 
-        report, code = validation_report(lambda: _load(args), args.template)
-        print(json.dumps(report, indent=2))
+        reports, code = [], 0
+        for path in args.template:
+            try:
+                names: list[str | None] = list(build_names(path)) or [None]
+            except (TemplateError, TemplateErrors, OSError):
+                names = [None]  # the load below reports the problem in the usual form
+            for b in names:
+                report, c = validation_report(lambda p=path, b=b: _load(args, p, b), path)
+                reports.append(report)
+                code = code or c
+        print(json.dumps(reports[0] if len(reports) == 1 else reports, indent=2))
         return code
-    t = _load(args)
-    _warn(t)
-    exports = ", ".join(e.type for e in t.exports) or "none"
-    warned = f"; {len(t.warnings)} warning{'s' if len(t.warnings) > 1 else ''}" if t.warnings else ""
-    print(f"{args.template}: OK ({t.name}: {len(t.provisioners)} provisioners; exports: {exports}{warned})")
+    for path in args.template:
+        for b in build_names(path) or [None]:
+            t = _load(args, path, b)
+            _warn(t)
+            exports = ", ".join(e.type for e in t.exports) or "none"
+            warned = f"; {len(t.warnings)} warning{'s' if len(t.warnings) > 1 else ''}" if t.warnings else ""
+            print(f"{path}: OK ({t.name}: {len(t.provisioners)} provisioners; exports: {exports}{warned})")
     return 0
 
 
@@ -169,35 +221,50 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from baker.steps import plan_steps
     from baker.template import template_to_dict
 
-    t = _load(args)
-    _warn(t)
-    data = template_to_dict(t)
-    steps = [s.name for s in plan_steps(t)]
-    if args.json:
-        print(json.dumps({"template": data, "steps": steps}, indent=2, default=str))
+    views, digests = [], []
+    for p in _selected(args):
+        t = p.model
+        _warn(t)
+        views.append({"template": template_to_dict(t), "steps": [s.name for s in plan_steps(t)]})
+        digests.append(t.sha256)
+    if args.json:  # a template with several builds: {"builds": [one view per build]}
+        print(json.dumps(views[0] if len(views) == 1 else {"builds": views}, indent=2, default=str))
         return 0
     import yaml
 
-    print(f"# {args.template} (sha256 {t.sha256[:16]}...)")
-    print(yaml.safe_dump(data, sort_keys=False, default_flow_style=False).rstrip())
-    print("\n# steps")
-    for n, s in enumerate(steps, 1):
-        print(f"{n:2d}. {s}")
+    for i, (view, sha) in enumerate(zip(views, digests, strict=True)):
+        build = f" {view['template']['name']}" if len(views) > 1 else ""
+        print(("\n" if i else "") + f"# {args.template}{build} (sha256 {sha[:16]}...)")
+        print(yaml.safe_dump(view["template"], sort_keys=False, default_flow_style=False).rstrip())
+        print("\n# steps")
+        for n, s in enumerate(view["steps"], 1):
+            print(f"{n:2d}. {s}")
     return 0
 
 
 def cmd_deps(args: argparse.Namespace) -> int:
     from baker.incremental import make_rule
 
-    t = _load(args)
-    _warn(t)
-    sys.stdout.write(make_rule(t, (args.output_dir or Path("images") / t.name).resolve()))
+    selected = _selected(args)
+    if args.output_dir and len(selected) > 1:
+        raise _usage("--output-dir names one build's output; this template has several builds",
+                     "pick one with --only NAME, or leave -o out (each goes to images/<its name>)")
+    for p in selected:
+        _warn(p.model)
+        sys.stdout.write(make_rule(p.model, (args.output_dir or Path("images") / p.name).resolve()))
     return 0
+
+
+def _usage(message: str, hint: str | None = None) -> BakerError:
+    from baker.runner import UsageError
+
+    return UsageError(message, hint=hint)
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
+    from baker import aptcache as apt_cache
     from baker.checkpoint import cli as checkpoints
     from baker.sources.cache import DownloadCache
     from baker.units import human_size
@@ -216,10 +283,13 @@ def cmd_cache(args: argparse.Namespace) -> int:
             used = datetime.fromtimestamp(e.last_used, UTC).strftime("%Y-%m-%d %H:%M")
             print(f"{e.sha256[:16]}  {human_size(e.size):>10}  {used}  {', '.join(e.urls) or '-'}")
         print(f"{len(entries)} files, {human_size(sum(e.size for e in entries))} in {cache.root}")
+        n, size = apt_cache.usage()
+        print(f"apt cache (--apt-cache): {n} packages, {human_size(size)} in {apt_cache.apt_cache_dir()}")
         print("checkpoints (baker cache list --checkpoints):")
         checkpoints.print_list()
         return 0
     removed = cache.prune(older_than=args.older_than, keep=args.keep, max_bytes=args.max_size)
+    removed += apt_cache.prune(older_than=args.older_than)
     for p in removed:
         print(f"removed {p}")
     print(f"{len(removed)} files removed")
@@ -275,28 +345,45 @@ def cmd_build(args: argparse.Namespace) -> int:
     from baker.state import BuildOptions
 
     mode = "json" if args.json else ("plain" if args.plain else None)
-    reporter = Reporter(mode)
-    t = _load(args)
-    for w in t.warnings:
-        reporter.event("warning", message=str(w))
-    t.checkpoints = t.checkpoints or args.checkpoint
-    out = args.output_dir or Path("images") / t.name
-    options = BuildOptions(output_dir=out.resolve(), on_error=args.on_error, keep_workdir=args.keep_workdir,
-                           export_jobs=args.export_jobs, timeout=args.timeout, accelerator=args.accel,
-                           if_changed=args.if_changed, force=args.force, wait_lock=args.wait_lock,
-                           deps_file=args.deps_file.resolve() if args.deps_file else None,
-                           ignore_checkpoints=args.no_checkpoints)
-    if not args.no_store:
-        from baker.store import default_store_path
+    selected = _selected(args)
+    if len(selected) > 1:
+        from baker.runner.cli import build_many
 
-        options.store = (args.store or default_store_path()).resolve()
-    try:
-        outcome = run_build(t, options, reporter, verbose=args.verbose)
-        if outcome.ok and args.with_children:
-            return _build_children(t, options, reporter, args.verbose)
-    finally:
-        reporter.close()
-    return outcome.exit_code
+        return build_many(args, selected, mode)
+    t = selected[0].model
+    with _open_log(args.log_file) as log_file:
+        reporter = Reporter(mode, build=t.name, log_file=log_file)
+        for w in t.warnings:
+            reporter.event("warning", message=str(w))
+        t.checkpoints = t.checkpoints or args.checkpoint
+        out = args.output_dir or Path("images") / t.name
+        options = BuildOptions(output_dir=out.resolve(), on_error=args.on_error,
+                               keep_workdir=args.keep_workdir, export_jobs=args.export_jobs,
+                               timeout=args.timeout, accelerator=args.accel,
+                               if_changed=args.if_changed, force=args.force, wait_lock=args.wait_lock,
+                               deps_file=args.deps_file.resolve() if args.deps_file else None,
+                               apt_cache=args.apt_cache, ignore_checkpoints=args.no_checkpoints)
+        if not args.no_store:
+            from baker.store import default_store_path
+
+            options.store = (args.store or default_store_path()).resolve()
+        try:
+            outcome = run_build(t, options, reporter, verbose=args.verbose)
+            if outcome.ok and args.with_children:
+                return _build_children(t, options, reporter, args.verbose)
+        finally:
+            reporter.close()
+        return outcome.exit_code
+
+
+def _open_log(path: Path | None):
+    import contextlib
+
+    if path is None:
+        return contextlib.nullcontext(None)
+    from baker.runner.cli import open_log_file
+
+    return open_log_file(path)
 
 
 def _build_children(t, options, reporter, verbose: bool) -> int:

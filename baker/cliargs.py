@@ -1,6 +1,6 @@
 """Command-line parsing that never guesses: no prefix matching, Packer's spellings answered, typed values.
 
-argparse on its own reads `-only=qemu.x` as `-o nly=qemu.x` (short option with an attached value) and
+argparse on its own reads `-output=x` as `-o utput=x` (short option with an attached value) and
 `--out` as `--output-dir`. Packer users type single-dash long flags by habit, so every token that looks
 like one is checked before argparse sees it: a flag baker has is read as usual, a Packer flag baker does
 not have is refused with what baker does instead, anything else gets a did-you-mean. Values are parsed
@@ -23,17 +23,14 @@ _NEGATIVE_NUMBER = re.compile(r"-\d+$|-\d*\.\d+$")
 _DAYS = re.compile(r"\s*(\d+(?:\.\d+)?)\s*d\s*")
 MAX_SECONDS = 366 * 86400  # beyond this a timer is a typo (and threading's wait overflows)
 
-_ONE_SOURCE = ("a baker template has exactly one source, so there is no build to select; "
-               "to produce fewer files, edit the template's exports: list")
 # Packer flags baker does not have, and what a Packer user should do instead
 PACKER_FLAGS: dict[str, str] = {
-    "-only": _ONE_SOURCE,
-    "-except": _ONE_SOURCE,
     "-debug": "use --on-error=abort to keep the VM up after a failure, or --verbose for debug output",
     "-machine-readable": "use --json (one JSON event per line, see docs/events.md)",
     "-color": "use --plain for timestamped lines without a status line",
     "-timestamp-ui": "use --plain (every line is timestamped)",
-    "-parallel-builds": "a baker build makes one image; exports run in parallel with --export-jobs N",
+    "-parallel-builds": "use -j N (builds at once; default: as many as CPUs), and --export-jobs N for "
+                        "exports in parallel within a build",
     "-warn-on-undeclared-var": "baker always refuses a -var that the template does not declare",
     "-syntax-only": "baker validate always checks everything (types, files, URLs) without building",
 }
@@ -161,6 +158,14 @@ def count(minimum: int) -> Any:
 
     parse.__name__ = "number"  # argparse names the type in its error message
     return parse
+
+
+def names(text: str) -> list[str]:
+    """`--only a,b`: the names, without empty ones."""
+    out = [w.strip() for w in text.split(",") if w.strip()]
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected NAME[,NAME...], got '{text}'")
+    return out
 
 
 def assignment(text: str) -> tuple[str, str]:

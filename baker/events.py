@@ -21,11 +21,15 @@ EVENTS: dict[str, dict[str, tuple[type, ...]]] = {
     "build_done": {"name": (str,), "seconds": _NUM, "output_dir": (str,), "artifacts": (list,)},
     "build_failed": {"step": _OPT_STR, "message": (str,), "tails": (dict,), "logs": _OPT_STR,
                      "exit_code": (int,), "debug": (dict, type(None))},
+    "progress": {"what": (str,), "done": (int,), "total": (int, type(None)), "rate": _NUM,
+                 "eta": (int, float, type(None))},
     "log": {"message": (str,)},
     "info": {"message": (str,)},
     "warning": {"message": (str,)},
     "error": {"message": (str,)},
 }
+# fields every event carries, whatever its kind
+COMMON: dict[str, tuple[type, ...]] = {"build": (str,)}
 _TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 
 
@@ -39,7 +43,7 @@ def event_problems(record: Any) -> list[str]:
     out = []
     if not isinstance(record.get("ts"), str) or not _TS.fullmatch(record["ts"]):
         out.append(f"{kind}: ts must be a UTC time like 2026-01-31T12:00:00Z, got {record.get('ts')!r}")
-    for name, types in EVENTS[kind].items():
+    for name, types in {**COMMON, **EVENTS[kind]}.items():
         if name not in record:
             out.append(f"{kind}: missing field '{name}'")
         elif not isinstance(record[name], types) or (isinstance(record[name], bool) and bool not in types):

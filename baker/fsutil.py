@@ -1,4 +1,4 @@
-"""Atomic writes and hashing: nothing half-written ever sits at an output path."""
+"""Atomic writes, hashing and log tails: nothing half-written ever sits at an output path."""
 
 from __future__ import annotations
 
@@ -66,3 +66,13 @@ def private_dir(parent: str | os.PathLike[str] | None = None, prefix: str = "bak
     path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     os.chmod(path, 0o700)
     return path
+
+
+def read_end(path: str | os.PathLike[str], limit: int = 64 * 1024) -> str:
+    """The last `limit` bytes of a log that may still be growing, decoded leniently ("" if unreadable)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.fstat(f.fileno()).st_size - limit))
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""

@@ -25,7 +25,8 @@ from baker.template.model import FileProvisioner, ShellLocalProvisioner, ShellPr
 class Input:
     """One resolved dependency: what it is, where it came from, its sha256."""
 
-    kind: str  # "template" | "base_image" | "script" | "file" | "directory" | "var_file" | "media"
+    # "template" | "include" | "base_image" | "script" | "file" | "directory" | "var_file" | "media"
+    kind: str
     uri: str
     sha256: str
 
@@ -96,14 +97,19 @@ def media_files(t: Template) -> list[Input]:
     return [_local(p, "media") for p in _expand(paths)]
 
 
+def include_files(t: Template) -> list[Input]:
+    """The fragments `include:` and `!include` pulled into the template."""
+    return [Input("include", p.as_uri(), cached_digest(p)) for p in t.included_files]
+
+
 def var_files(t: Template) -> list[Input]:
     return [Input("var_file", p.as_uri(), cached_digest(p)) for p in t.var_files]
 
 
 def local_files(t: Template) -> list[Input]:
     """Every local file or folder the build reads, template first: Make's prerequisites, in order."""
-    return [Input("template", t.path.as_uri(), t.sha256), *var_files(t), *provisioner_files(t),
-            *media_files(t)]
+    return [Input("template", t.path.as_uri(), t.sha256), *include_files(t), *var_files(t),
+            *provisioner_files(t), *media_files(t)]
 
 
 def _expand(paths: list[str]) -> list[str]:
@@ -122,6 +128,6 @@ def collect(t: Template, *, base_url: str | None, base_sha256: str | None,
         name=t.name, version=t.version,
         template=Input("template", t.path.as_uri(), t.sha256),
         variables=masked_variables(t), base_image=base,
-        files=[*var_files(t), *provisioner_files(t), *media_files(t)],
+        files=[*include_files(t), *var_files(t), *provisioner_files(t), *media_files(t)],
         tools={"baker": baker.__version__, "qemu": qemu_version},
     )

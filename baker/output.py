@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -18,7 +19,16 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from baker.secrets import MASKER, MaskingFilter
-from baker.units import human_duration
+from baker.units import human_duration, human_size
+
+# a guest's console and a provisioner's output bring their own colours and cursor moves: human output
+# (a terminal's status block, plain logs, --log-file) shows their text only
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """`text` without ANSI escape sequences and control characters (newlines and tabs stay)."""
+    return _CONTROL.sub("", text)
 
 
 def _now() -> str:
@@ -62,53 +72,133 @@ FAILURE_FORMATTERS: dict[str, Callable[[Failure], tuple[str, dict[str, Any]]]] =
 }
 
 
-class Reporter:
-    """Turns pipeline events into output. mode: "tty" | "plain" | "json"."""
+def progress_text(fields: dict[str, Any]) -> str:
+    """`downloading: 120.0 MiB of 600.0 MiB (20%), 10.0 MiB/s, ETA 48.0s` from a progress event."""
+    done, total = fields.get("done") or 0, fields.get("total")
+    text = f"{fields.get('what', 'progress')}: {human_size(done)}"
+    if total:
+        text += f" of {human_size(total)} ({done * 100 // total}%)"
+    if fields.get("rate"):
+        text += f", {human_size(fields['rate'])}/s"
+    if fields.get("eta") is not None:
+        text += f", ETA {human_duration(fields['eta'])}"
+    return text
 
-    def __init__(self, mode: str | None = None, stream: TextIO | None = None) -> None:
+
+def event_text(kind: str, fields: dict[str, Any]) -> str | None:
+    """The human line of an event (None: not a line), shared by the reporter and the multi-build runner."""
+    if kind == "step_start":
+        return f"[{fields['index']}/{fields['total']}] {fields['step']} ..."
+    if kind == "step_done":
+        took = human_duration(fields["seconds"])
+        return f"[{fields['index']}/{fields['total']}] {fields['step']} done in {took}"
+    if kind in ("warning", "error", "info", "log"):
+        prefix = {"warning": "WARNING: ", "error": "ERROR: "}.get(kind, "")
+        return prefix + str(fields.get("message", ""))
+    if kind == "artifact":
+        return f"  artifact {fields['path']} ({fields.get('size_human', '')})"
+    if kind == "build_skipped":
+        return f"build '{fields['name']}' {fields['reason']}"
+    if kind == "build_reason":
+        return str(fields["reason"])
+    if kind == "build_done":
+        took = human_duration(fields["seconds"])
+        return f"build '{fields['name']}' finished in {took}: {fields['output_dir']}"
+    if kind == "build_failed":
+        known = {f.name for f in dataclasses.fields(Failure)}
+        f = Failure(**{k: v for k, v in fields.items() if k in known})
+        return "ERROR: " + str(_failure_text(f)[1]["message"])
+    if kind == "progress":
+        return progress_text(fields)
+    return None
+
+
+PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines off a terminal (each is a whole line)
+
+
+class Reporter:
+    """Turns pipeline events into output. mode: "tty" | "plain" | "json".
+
+    Every event carries `build`, the name of the build it belongs to (set by `building`), so a
+    consumer of several builds' streams can tell them apart. `log_file` gets the plain lines too.
+    """
+
+    def __init__(self, mode: str | None = None, stream: TextIO | None = None, *, build: str = "",
+                 log_file: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
         if mode is None:
             mode = "tty" if self.stream.isatty() else "plain"
         self.mode = mode
+        self.build = build
+        self.log_file = log_file
         # re-entrant: a signal handler that logs can interrupt a write holding it (SIGTERM mid-line)
         self._lock = threading.RLock()
         self._current: tuple[str, int, int, float] | None = None
+        self._progress = ""  # the current step's latest progress, shown on the status line
+        self._last_progress_line = 0.0
         self._ticker: threading.Thread | None = None
         self._stop = threading.Event()
         self.events: list[dict[str, Any]] = []
 
+    def building(self, name: str) -> Any:
+        """Tag events with `name` while a build (maybe a layer's parent) runs; restore after."""
+        import contextlib
+
+        @contextlib.contextmanager
+        def scope() -> Any:
+            before, self.build = self.build, name
+            try:
+                yield
+            finally:
+                self.build = before
+
+        return scope()
+
     # -- events ---------------------------------------------------------------------------------
     def event(self, kind: str, **fields: Any) -> None:
         fields = MASKER.mask_obj(fields)
-        record = {"ts": _now(), "event": kind, **fields}
+        record = {"ts": _now(), "event": kind, "build": self.build, **fields}
         self.events.append(record)
+        if kind == "progress":
+            self._on_progress(record, fields)
+            return
+        text = event_text(kind, fields) if kind != "log" else None
         if self.mode == "json":
             with self._lock:
                 self.stream.write(json.dumps(record, default=str) + "\n")
                 self.stream.flush()
+                if text is not None:
+                    self._file_line(text, record["ts"])
             return
         if kind == "step_start":
             self._current = (fields["step"], fields["index"], fields["total"], time.monotonic())
+            self._progress = ""
             if self.mode == "tty":
                 self._start_ticker()
-            else:
-                self._line(f"[{fields['index']}/{fields['total']}] {fields['step']} ...")
+                self._file_line(text or "")
+                return
         elif kind == "step_done":
             self._current = None
-            self._line(f"[{fields['index']}/{fields['total']}] {fields['step']} done in "
-                       f"{human_duration(fields['seconds'])}")
-        elif kind in ("warning", "error", "info"):
-            self._line(("WARNING: " if kind == "warning" else "ERROR: " if kind == "error" else "")
-                       + str(fields.get("message", "")))
-        elif kind == "artifact":
-            self._line(f"  artifact {fields['path']} ({fields.get('size_human', '')})")
-        elif kind == "build_skipped":
-            self._line(f"build '{fields['name']}' {fields['reason']}")
-        elif kind == "build_reason":
-            self._line(str(fields["reason"]))
-        elif kind == "build_done":
-            self._line(f"build '{fields['name']}' finished in {human_duration(fields['seconds'])}: "
-                       f"{fields['output_dir']}")
+            self._progress = ""
+        if text is not None:
+            self._line(text)
+
+    def _on_progress(self, record: dict[str, Any], fields: dict[str, Any]) -> None:
+        """tty: the status line shows it; plain/log file: a line every few seconds; json: every event."""
+        text = progress_text(fields)
+        with self._lock:
+            if self.mode == "json":
+                self.stream.write(json.dumps(record, default=str) + "\n")
+                self.stream.flush()
+            self._progress = text
+            now = time.monotonic()
+            if now - self._last_progress_line < PLAIN_PROGRESS_EVERY and not fields.get("final"):
+                return
+            self._last_progress_line = now
+            if self.mode == "plain":
+                self._line(text)
+            else:
+                self._file_line(text)
 
     def failure(self, f: Failure) -> None:
         """Report a failed build in this reporter's mode (see FAILURE_FORMATTERS)."""
@@ -119,17 +209,26 @@ class Reporter:
         """Human log lines (provisioner output etc.) shown live; JSON mode sends them as events."""
         if self.mode == "json":
             self.event("log", message=text)
+            self._file_line(MASKER.mask(text))
         else:
             self._line(MASKER.mask(text))
 
+    def _file_line(self, text: str, ts: str | None = None) -> None:
+        if self.log_file is not None:
+            with self._lock:
+                self.log_file.write(f"{ts or _now()} {printable(text)}\n")
+                self.log_file.flush()
+
     def _line(self, text: str) -> None:
         with self._lock:
+            ts, text = _now(), printable(text)
             if self.mode == "tty":
                 self.stream.write("\r\x1b[2K" + text + "\n")
                 self._draw_status()
             else:
-                self.stream.write(f"{_now()} {text}\n")
+                self.stream.write(f"{ts} {text}\n")
             self.stream.flush()
+            self._file_line(text, ts)
 
     # -- terminal status line -------------------------------------------------------------------
     def _draw_status(self) -> None:
@@ -138,7 +237,8 @@ class Reporter:
         name, index, total, start = self._current
         spin = "|/-\\"[int(time.monotonic() * 4) % 4]
         elapsed = human_duration(time.monotonic() - start)
-        self.stream.write(f"\r\x1b[2K{spin} [{index}/{total}] {name} {elapsed}")
+        extra = f"  {self._progress}" if self._progress else ""
+        self.stream.write(f"\r\x1b[2K{spin} [{index}/{total}] {name} {elapsed}{extra}")
 
     def _start_ticker(self) -> None:
         if self._ticker and self._ticker.is_alive():
@@ -175,7 +275,10 @@ class ReporterHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             msg = record.getMessage()
-            if record.levelno >= logging.WARNING:
+            progress = getattr(record, "progress", None)
+            if isinstance(progress, dict):  # a step's structured progress (download bytes, rate, ETA)
+                self.reporter.event("progress", **progress)
+            elif record.levelno >= logging.WARNING:
                 self.reporter.event("warning" if record.levelno == logging.WARNING else "error", message=msg)
             else:
                 self.reporter.log_line(msg)

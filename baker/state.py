@@ -14,6 +14,7 @@ from baker.pipeline import StepTiming
 from baker.template.model import Template
 
 if TYPE_CHECKING:  # the steps import these lazily; the state only names them
+    from baker.aptcache import AptCacheProxy
     from baker.checkpoint.steps import CheckpointRun
     from baker.communicator.ssh import SSHCommunicator
     from baker.export.base import ExportResult
@@ -38,6 +39,7 @@ class BuildOptions:
     force: bool = False  # --force: rebuild even when --if-changed finds nothing changed
     wait_lock: bool = False  # --wait-lock: queue behind another build of the same output
     deps_file: Path | None = None  # --deps-file: write the Make rule here after a good build
+    apt_cache: bool = False  # --apt-cache: the guest's apt downloads go through a cache on the host
     ignore_checkpoints: bool = False  # --no-checkpoints: never resume (fresh checkpoints are still saved)
 
 
@@ -63,6 +65,9 @@ class BuildState:
     accel: AccelChoice | None = None
     machine: Machine | None = None
     comm: SSHCommunicator | None = None
+    apt_cache: AptCacheProxy | None = None
+    #: (what, command) run in the guest before generalize and poweroff: undo what a step set up there
+    before_shutdown: list[tuple[str, str]] = field(default_factory=list)
     exports: list[ExportResult] = field(default_factory=list)
     manifest_path: Path | None = None
     qemu_version: str = ""

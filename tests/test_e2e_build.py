@@ -1,12 +1,14 @@
 """End to end: `baker build` of the demo template under TCG, then look inside what it produced.
 
 One build per session (about 3 minutes under TCG) and one boot of its output, shared by every test.
+The build runs with --apt-cache, as nightly builds do: the guest's apt goes through the host's cache.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -27,17 +29,19 @@ TEMPLATE = ROOT / "templates" / "debian-12-nginx.yaml"
 @pytest.fixture(scope="session")
 def built(base_image: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     out = tmp_path_factory.mktemp("e2e") / "out"
-    env = {**os.environ, "BAKER_BASE_IMAGE": str(base_image)}
+    # the session's isolated cache (session fixtures run before the per-test one sets it)
+    cache = tmp_path_factory.getbasetemp() / "baker-cache"
+    env = {**os.environ, "BAKER_BASE_IMAGE": str(base_image), "BAKER_CACHE_DIR": str(cache)}
     proc = subprocess.run(
         [sys.executable, "-m", "baker", "build", str(TEMPLATE), "-var", "nginx_port=8080",
-         "-var", f"api_token={SECRET}", "--output-dir", str(out), "--json"],
+         "-var", f"api_token={SECRET}", "--output-dir", str(out), "--json", "--apt-cache"],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=1800, check=False,
     )
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0:
         failed = [e for e in events if e["event"] == "build_failed"]
         pytest.fail(f"build failed ({proc.returncode}): {failed or proc.stderr[-3000:]}")
-    return {"out": out, "events": events, "stdout": proc.stdout, "stderr": proc.stderr}
+    return {"out": out, "events": events, "stdout": proc.stdout, "stderr": proc.stderr, "cache": cache}
 
 
 @pytest.fixture(scope="session")
@@ -111,6 +115,18 @@ def test_build_credentials_are_gone_from_the_image(booted: BootedImage, built: d
     assert out.strip() == "DONE", out
     _, out = booted.run(f"sudo grep -rlF '{build_key}' /home /root /etc/ssh || echo CLEAN")
     assert out.strip().endswith("CLEAN"), out
+
+
+def test_apt_went_through_the_hosts_cache_and_its_setting_is_not_in_the_image(booted: BootedImage,
+                                                                              built: dict):
+    assert "apt-cache" in [e.get("step") for e in built["events"] if e["event"] == "step_done"]
+    said = re.compile(r"apt cache: (\d+) from cache .* (\d+) fetched and kept")
+    summary = [m for e in built["events"] if (m := said.search(e.get("message", "")))]
+    assert summary and int(summary[-1][1]) + int(summary[-1][2]) > 0, "no package went through the cache"
+    kept = [p for p in (built["cache"] / "apt").rglob("*") if p.is_file()]
+    assert kept, "no package file was kept in the host's cache"
+    _, out = booted.run("ls /etc/apt/apt.conf.d/; sudo grep -rs 10.0.2.2 /etc/apt || echo NO-PROXY")
+    assert "00baker-apt-cache" not in out and out.strip().endswith("NO-PROXY"), out
 
 
 def test_image_is_generalized(booted: BootedImage, built: dict):

@@ -68,7 +68,7 @@ def bake(template: Path, out: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[in
     t = load_template(template, environ={})
     steps = [PrepareDirs(), EmptyDisk(), ExportImages(), RecordManifest(), Publish(),
              *[PostStep(i, p) for i, p in enumerate(t.post, 1)]]
-    monkeypatch.setattr(build_mod, "plan_steps", lambda _t: steps)
+    monkeypatch.setattr(build_mod, "plan_steps", lambda _t, **_: steps)
     stream = io.StringIO()
     reporter = Reporter("json", stream=stream)
     outcome = build_mod.run_build(t, BuildOptions(output_dir=out), reporter)

@@ -23,9 +23,10 @@ from tests.helpers.paths import ROOT
 
 README = ROOT / "README.md"
 WITH_VALUE = {"--accel", "--on-error", "-on-error", "--timeout", "--export-jobs", "--output-dir", "-o",
-              "--deps-file"}
+              "--deps-file", "-j", "--jobs", "--only", "-only", "--except", "-except", "--log-file"}
 BUILD_ONLY_FLAGS = {"--json", "--plain", "--verbose", "-v", "--keep-workdir", "--if-changed", "--force",
-                    "--wait-lock", "--with-children", "--checkpoint", "--no-checkpoints", *WITH_VALUE}
+                    "--wait-lock", "--with-children", "--apt-cache", "--checkpoint", "--no-checkpoints",
+                    *WITH_VALUE}
 
 
 def readme_commands() -> list[str]:

@@ -43,11 +43,11 @@ KEYS = ["name", "source", "cloud_image", "iso", "url", "iso_url", "iso_urls", "c
         "environment_vars", "source", "destination", "content", "direction", "exports", "compress",
         "variables", "default", "required", "sensitive", "boot_command", "http_content", "cd_files",
         "user_data", "cloud_init", "shutdown", "generalize", "<<", "x-any", "valid_exit_codes", "post",
-        "types", "checksum_types"]
+        "types", "checksum_types", "include", "locals"]
 TEXTS = ["shell", "file", "shell-local", "none", "qcow2", "8G", "10m", "uefi", "{{ var.x }}", "{{ name }}",
          "{{", "}}", "{% if %}", "{{ build.http_ip }}", "{{ .HTTPIP }}", "sha256:abc", "file:x", "0644",
          "{{ 1/0 }}", "{{ var.x | int }}", "${#a}", "{##", "a=b", "-device", "download", "checksum", "sha512",
-         "htp://x", "file://h/x"]
+         "htp://x", "file://h/x", "{{ local.x }}", "{{ local.y }}", "t.yaml", "frag.yaml"]
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=True),
@@ -62,6 +62,9 @@ documents = st.recursive(
 top_level = st.dictionaries(keys, documents, max_size=8)
 
 _DIR = Path(tempfile.mkdtemp(prefix="baker-fuzz-"))
+
+
+(_DIR / "frag.yaml").write_text("machine: {cpus: 2}\nprovisioners: [{type: shell, inline: [a]}]\n")
 
 
 def _load(data: bytes, **kw: Any) -> None:
@@ -98,7 +101,10 @@ def test_random_bytes(data: bytes) -> None:
 
 
 _YAMLISH = st.lists(st.sampled_from([*"ab:- \n\t{}[]&*!|>'\"#%@`,?<=~.\\0x", "{{", "}}", "name: t\n",
-                                     "source:\n", "  cloud_image:\n", "    url: u\n", "<<: ", "&a ", "*a"]),
+                                     "source:\n", "  cloud_image:\n", "    url: u\n", "<<: ", "&a ", "*a",
+                                     "!include t.yaml", "!include frag.yaml", "include: [frag.yaml]\n",
+                                     "include: t.yaml\n", "locals:\n", "  x: '{{ local.y }}'\n",
+                                     "  y: '{{ local.x }}'\n"]),
                     max_size=60).map("".join)
 
 
@@ -125,5 +131,7 @@ def test_pathological_yaml() -> None:
                  "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
                  "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
                  "name: t\nsource: {cloud_image: {url: u}, "
-                 "cloud_init: {user_data: {x: [*d, *d, *d, *d]}}}\n"]:
+                 "cloud_init: {user_data: {x: [*d, *d, *d, *d]}}}\n",
+                 "a: &a [!include frag.yaml, *a]\nname: t\n", "locals: &l {a: *l}\nname: t\n",
+                 "name: t\nlocals: {a: '{{ local.a }}'}\ndescription: '{{ local.a }}'\n"]:
         _load(text.encode())

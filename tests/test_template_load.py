@@ -307,7 +307,8 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     msg = fails(tmp_path, BASE + "provisoners: []\n")
     assert msg.startswith(at(tmp_path, 5, 1, "provisoners") + "unknown key 'provisoners' "
                           "(did you mean 'provisioners'?)")
-    assert "hint: valid keys for the top level: name, description, version, variables, source" in msg
+    assert "hint: valid keys for the top level: name, description, version, include, variables, locals, " \
+        "source" in msg
 
 
 def test_internal_fields_are_not_keys(tmp_path: Path) -> None:

@@ -3,7 +3,8 @@ as named parts so a rebuild can say in one line which inputs changed.
 
 Not inputs, on purpose: where the base image is fetched from (its digest is the input), the
 version string (demo templates stamp it with timestamp()), comments and formatting of the template
-file (its rendered meaning counts), and the QEMU version. Secret values count by an HMAC under a
+file and of the fragments it includes (their meaning counts: a fragment is listed by its data), and
+the QEMU version. Secret values count by an HMAC under a
 host-local key, so the manifest never holds a guessable digest of a password.
 """
 
@@ -20,11 +21,14 @@ from typing import Any
 import baker
 from baker.inputs import Input, local_files
 from baker.paths import cache_root
+from baker.template.include import fragment_meaning
 from baker.template.model import Template
 
 # keys of `template_to_dict` that are not the image's inputs (see the module docstring)
 _NOT_INPUTS = frozenset({"version", "path", "values", "sensitive_values", "sha256", "var_files", "post",
-                         "checkpoints", "checkpoint_ttl"})
+                         "checkpoints", "checkpoint_ttl",
+                         # where values came from; what they mean is in the other parts
+                         "include", "included_files", "locals", "sensitive_locals"})
 # where the base comes from and how it is spelled is not an input: its digest ("base image") is
 _BASE_LOCATION = {"cloud_image": ("url", "checksum"), "iso": ("iso_url", "iso_urls", "iso_checksum")}
 
@@ -161,7 +165,10 @@ def fingerprint(t: Template) -> Fingerprint:
     unknown = ""
     try:
         for inp in local_files(t)[1:]:  # not the template's bytes: its rendering (above) is the input
-            parts[f"{inp.kind} {_label(inp)}"] = inp.sha256
+            if inp.kind == "include" and inp.path is not None:  # a fragment by its data, like the template
+                parts[f"include {_label(inp)}"] = _digest(fragment_meaning(inp.path))
+            else:
+                parts[f"{inp.kind} {_label(inp)}"] = inp.sha256
     except OSError as e:
         unknown = f"an input cannot be read: {e.filename or e}: {e.strerror or e}"
     try:

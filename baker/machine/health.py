@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import threading
 import time
@@ -20,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from baker.fsutil import read_end
 
 log = logging.getLogger("baker.machine")
 
@@ -179,7 +180,7 @@ class HealthMonitor:
                 return
             detail = self._last_io_error if state == "io-error" else ""
             if (g := classify_status(state, detail=detail)) is not None:
-                if state == "internal-error" and (line := kvm_failure_in(self._stderr_text())):
+                if state == "internal-error" and (line := kvm_failure_in(read_end(self.stderr_log))):
                     g = Gone(f"{g.reason}: {line}", g.state, g.hint, kvm_failure=True)
                 self._set(g)
                 return
@@ -212,14 +213,6 @@ class HealthMonitor:
                                "shutdown", "a provisioner or the guest's own services shut it down; use "
                                "expect_disconnect: true for a provisioner that reboots"))
 
-    def _stderr_text(self) -> str:
-        try:
-            with open(self.stderr_log, "rb") as f:
-                f.seek(max(0, os.fstat(f.fileno()).st_size - 64 * 1024))
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
-
     def _check_stderr(self) -> None:
         try:
             size = self.stderr_log.stat().st_size
@@ -228,7 +221,7 @@ class HealthMonitor:
         if size == self._stderr_seen:
             return
         self._stderr_seen = size
-        if (line := kvm_failure_in(self._stderr_text())) is not None:
+        if (line := kvm_failure_in(read_end(self.stderr_log))) is not None:
             self._set(Gone(f"KVM failed to run the guest: {line}", "internal-error",
                            _HINTS["internal-error"], kvm_failure=True))
 

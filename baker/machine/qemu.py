@@ -26,6 +26,7 @@ from qemu.qmp import QMPError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from baker.errors import BakerError
+from baker.fsutil import read_end
 from baker.machine import registry
 from baker.machine.health import Gone, HealthMonitor
 from baker.proc import spawn
@@ -204,6 +205,7 @@ class Machine:
         self._qmp_lock = threading.Lock()
         self.host_ports: dict[int, int] = {}
         self.health: HealthMonitor | None = None
+        self._panic_words: str | None = None  # the kernel's panic line, once the serial log has it
         #: run with the Gone reason when the guest is found stopped (from the monitor's thread)
         self.on_gone: list[Callable[[Gone], None]] = []
 
@@ -292,10 +294,13 @@ class Machine:
         """Why the guest stopped while QEMU still runs (internal-error, panic, io-error, ...), or None."""
         g = self.health.check_now() if self.health is not None else None
         if g is not None and g.state == "guest-panicked" and "Kernel panic" not in g.reason:
-            panic = [line for line in _tail(self.spec.serial_log, 400).splitlines() if "Kernel panic" in line]
-            if panic:  # the kernel's own words sit above the stack dump the serial tail shows
-                words = panic[-1].split("] ", 1)[-1].strip()
-                g = Gone(f"{g.reason}: {words}", g.state, g.hint, g.kvm_failure)
+            if self._panic_words is None:  # read the log once the panic is there, not on every call
+                lines = _tail(self.spec.serial_log, 400).splitlines()
+                panic = [line for line in lines if "Kernel panic" in line]
+                # the kernel's own words sit above the stack dump the serial tail shows
+                self._panic_words = panic[-1].split("] ", 1)[-1].strip() if panic else None
+            if self._panic_words:
+                g = Gone(f"{g.reason}: {self._panic_words}", g.state, g.hint, g.kvm_failure)
         return g
 
     def qmp(self, command: str, **args: Any) -> Any:
@@ -397,13 +402,5 @@ def _unix_socket(path: Path) -> socket.socket:
 
 
 def _tail(path: Path, lines: int) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 64 * 1024))
-            data = f.read().decode(errors="replace")
-    except OSError:
-        return ""
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", data).replace("\r", "")
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", read_end(path)).replace("\r", "")
     return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])

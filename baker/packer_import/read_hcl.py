@@ -61,6 +61,10 @@ def _q(name: str) -> str:
     return '"' + re.escape(name) + '"'
 
 
+_LOCALS_WHY = ("HCL expressions are not converted: rewrite it under baker's locals: as Jinja "
+               "({{ local.NAME }})")
+
+
 def read_hcl(text: str, file: str) -> PackerDoc:
     try:
         import hcl2
@@ -98,8 +102,8 @@ def read_hcl(text: str, file: str) -> PackerDoc:
             continue
         _build(build, lines, build_first, build_last, doc)
         build_first = build_last + 1
-    for section, why in (("locals", "locals: is not supported yet; inline the values or use variables"),
-                         ("local", "locals: is not supported yet; inline the values or use variables"),
+    for section, why in (("locals", _LOCALS_WHY),
+                         ("local", _LOCALS_WHY),
                          ("data", "data sources have no baker equivalent")):
         for block in data.get(section, []):
             for name in block:

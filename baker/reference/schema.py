@@ -13,6 +13,7 @@ import typing
 from typing import Any, Literal
 
 from baker.reference.walk import Key, Section, sections
+from baker.template import builds
 from baker.template.convert import unwrap_optional
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -147,6 +148,19 @@ def section_schema(section: Section, index: dict[str, Section]) -> dict[str, Any
     return out
 
 
+def builds_schema() -> dict[str, Any]:
+    """`builds:` entries override whole or partial top-level sections, so only their shape is checked."""
+    over = {k: {"description": f"this build's {k} (mappings merge key by key; null removes a key)"}
+            for k in builds.OVERRIDABLE}
+    item = {"type": "object", "required": ["name"], "additionalProperties": False,
+            "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$",
+                                    "description": "the build's name: it is built as <name>-<this>"},
+                           **over}}
+    return {"description": "several named builds sharing the provisioners (Packer's sources); "
+                           "each builds as <name>-<build name> into images/<name>-<build name>",
+            "type": "array", "minItems": 1, "items": item}
+
+
 def template_schema() -> dict[str, Any]:
     index = sections()
     expression = {"type": "string", "pattern": r"\{\{|\{%",
@@ -156,4 +170,5 @@ def template_schema() -> dict[str, Any]:
         if path and not section.variants and def_name(path, index) == path:
             defs[path] = section_schema(section, index)
     top = section_schema(index[""], index)
+    top["properties"][builds.KEY] = builds_schema()
     return {"$schema": DIALECT, "title": "baker template", **top, "$defs": defs}

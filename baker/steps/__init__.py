@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from baker.steps.aptcache import UseAptCache
 from baker.steps.connect import WaitForSSH
 from baker.steps.export import ExportImages
 from baker.steps.inventory import InventoryPackages
@@ -19,7 +20,7 @@ from baker.steps.store import RecordInStore
 from baker.template.model import Template
 
 
-def plan_steps(t: Template) -> list:
+def plan_steps(t: Template, *, apt_cache: bool = False) -> list:
     checkpoints = t.checkpoints and t.communicator.type == "ssh" and t.source.cloud_image is not None
     provisions = [Provision(i, p) for i, p in enumerate(t.provisioners, 1)]
     steps: list = [PrepareDirs(), FetchSource(), CreateDisk()]
@@ -37,6 +38,8 @@ def plan_steps(t: Template) -> list:
         steps.append(TypeBootCommand())
     if t.communicator.type == "ssh":
         steps.append(WaitForSSH())
+        if apt_cache:
+            steps.append(UseAptCache())
         if checkpoints:
             from baker.checkpoint.steps import SaveCheckpoint, WaitAfterResume
 

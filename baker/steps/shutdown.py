@@ -31,6 +31,10 @@ class ShutDown:
         timeout = parse_duration(t.shutdown.timeout)
         comm = s.comm
         if comm is not None:
+            for what, undo in s.before_shutdown:
+                if comm.run(undo, timeout=120, stdout_cb=s.log.debug, stderr_cb=s.log.info) != 0:
+                    raise BakerError(f"could not {what} in the guest",
+                                     hint="it must not reach the image; see the output above")
             comm.run("sync", timeout=120)
             command = t.shutdown.command
             if t.generalize.enabled:

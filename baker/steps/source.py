@@ -22,14 +22,20 @@ class FetchSource:
         if chosen is None:
             raise BakerError("the template has no source", hint="add source.cloud_image or source.iso")
         base_dir = s.template.path.parent  # relative paths are relative to the template, like every path
-        last = [0.0]
+        started, last = time.monotonic(), [0.0]
 
         def progress(done: int, total: int | None) -> None:
+            """A `progress` event a second (the reporter shows it live or thins it out to lines)."""
             now = time.monotonic()
-            if now - last[0] >= 5:
-                last[0] = now
-                pct = f" ({done * 100 // total}%)" if total else ""
-                s.log.info("downloading: %s%s", human_size(done), pct)
+            if now - last[0] < 1 and done != total:
+                return
+            last[0] = now
+            rate = done / max(now - started, 1e-3)
+            eta = (total - done) / rate if total and rate > 0 else None
+            pct = f" ({done * 100 // total}%)" if total else ""
+            s.log.info("downloading: %s%s", human_size(done), pct, extra={"progress": {
+                "what": "download", "done": done, "total": total, "rate": round(rate),
+                "eta": round(eta, 1) if eta is not None else None}})
 
         # BAKER_DOWNLOAD_TIMEOUT: seconds without data before a download is abandoned (default 60)
         timeout = float(os.environ.get("BAKER_DOWNLOAD_TIMEOUT", "60"))

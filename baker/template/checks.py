@@ -69,11 +69,14 @@ def checksum_problem(value: str) -> str | None:
     return None
 
 
-def resolve_paths(obj: Any, path: str, template_dir: Path, where: Where) -> None:
-    """Make `path` fields absolute against the template's folder; check the ones a build reads."""
+def resolve_paths(obj: Any, path: str, template_dir: Path, where: Where,
+                  dirs: dict[str, Path] | None = None) -> None:
+    """Make `path` fields absolute against the folder of the file that sets them (the template's,
+    or an included fragment's: `dirs` maps a file's display name to its folder); check the ones a
+    build reads."""
     if isinstance(obj, list):
         for i, item in enumerate(obj):
-            resolve_paths(item, f"{path}[{i}]", template_dir, where)
+            resolve_paths(item, f"{path}[{i}]", template_dir, where, dirs)
         return
     if not dataclasses.is_dataclass(obj) or isinstance(obj, type):
         return
@@ -82,29 +85,40 @@ def resolve_paths(obj: Any, path: str, template_dir: Path, where: Where) -> None
         fpath = f"{path}.{f.name}" if path else f.name
         if not f.metadata.get("path"):
             if dataclasses.is_dataclass(value) or isinstance(value, list):
-                resolve_paths(value, fpath, template_dir, where)
+                resolve_paths(value, fpath, template_dir, where, dirs)
             continue
         if isinstance(obj, FileProvisioner) and f.name == "source" and obj.direction == "download":
             continue  # a path inside the guest
         check = (type(obj), f.name) in _MUST_EXIST and not where.problems.has_error_under(fpath)
+        def base(p: str) -> Path:
+            mark = where.marks.get(p)
+            return (dirs or {}).get(mark.file, template_dir) if mark is not None else template_dir
+
         if isinstance(value, str):
-            setattr(obj, f.name, _resolve(value, fpath, template_dir, where, check))
+            d = base(fpath)
+            setattr(obj, f.name, _resolve(value, fpath, d, where, check,
+                                          "template" if d == template_dir else "fragment"))
         elif isinstance(value, list):
-            setattr(obj, f.name, [_resolve(v, f"{fpath}[{i}]", template_dir, where, check)
-                                  for i, v in enumerate(value)])
+            out = []
+            for i, v in enumerate(value):
+                d = base(f"{fpath}[{i}]")
+                out.append(_resolve(v, f"{fpath}[{i}]", d, where, check,
+                                    "template" if d == template_dir else "fragment"))
+            setattr(obj, f.name, out)
 
 
-def _resolve(value: str, path: str, template_dir: Path, where: Where, check: bool) -> str:
+def _resolve(value: str, path: str, template_dir: Path, where: Where, check: bool,
+             what: str = "template") -> str:
     p = Path(os.path.expanduser(value))
     full = os.path.normpath(p if p.is_absolute() else template_dir / p)
     if check:
         if glob.has_magic(value):
             if not glob.glob(full, recursive=True):
                 where.error(path, f"no file matches '{value}' (looked for {full})",
-                            f"paths are relative to the template's folder {template_dir}")
+                            f"paths are relative to the {what}'s folder {template_dir}")
         elif not os.path.exists(full):
             where.error(path, f"file not found: '{value}' (looked for {full})",
-                        f"paths are relative to the template's folder {template_dir}")
+                        f"paths are relative to the {what}'s folder {template_dir}")
     # a trailing slash is meaningful (file provisioner: upload the folder's contents, as Packer does)
     return full + "/" if value.endswith("/") and not full.endswith("/") else full
 

@@ -144,7 +144,7 @@ class Converter:
         try:
             return self.renderer.render(text, native_result=native_result)
         except RenderError as e:
-            return self.error(e.message, node, path, e.hint)
+            return BAD if e.quiet else self.error(e.message, node, path, e.hint)
 
     def _wrong_kind(self, node: Node, tp: Any, path: str, hint: str | None = None) -> _Sentinel:
         if isinstance(node, MappingNode) and node.flow_style and node.value \
@@ -225,7 +225,7 @@ class Converter:
             try:
                 self.renderer.check_late(text)
             except RenderError as e:
-                return self.error(e.message, node, path, e.hint)
+                return BAD if e.quiet else self.error(e.message, node, path, e.hint)
         return text
 
     def _list(self, node: Node, item_tp: Any, path: str, meta: Mapping[str, Any]) -> Any:

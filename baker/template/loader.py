@@ -20,31 +20,37 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from baker.errors import Mark, TemplateError
 from baker.secrets import MASK, MASKER
-from baker.template import checks, post_checks, sources_check, variables
+from baker.template import builds, checks, post_checks, sources_check, variables
+from baker.template import locals as locals_
 from baker.template.convert import BAD, NULL, Converter
+from baker.template.include import INCLUDE_KEY, resolve_includes
 from baker.template.model import ExportSpec, RenderState, Template
-from baker.template.render import Renderer, RenderError, packer_compat
+from baker.template.render import Namespace, Renderer, RenderError, packer_compat
 from baker.template.yamlnodes import NULL_TAG, Problems, did_you_mean, kind, read_document
 
-USER_KEYS = frozenset({"name", "description", "version", "variables", "source", "machine", "communicator",
+USER_KEYS = frozenset({"name", "description", "version", "include", "variables", "locals", "source",
+                       "machine", "communicator",
                        "provisioners", "shutdown", "generalize", "exports", "post",
-                       "policy", "scan", "sign", "checkpoints", "checkpoint_ttl"})
+                       "policy", "scan", "sign", builds.KEY, "checkpoints", "checkpoint_ttl"})
 EXTENSION_PREFIX = "x-"  # top-level keys that only hold YAML anchors, as in docker-compose
 
 
 def load_template(path: str | Path, *, cli_vars: dict[str, str] | None = None,
                   var_files: list[str | Path] | tuple[str | Path, ...] = (),
-                  environ: Mapping[str, str] | None = None) -> Template:
-    """Read, render and validate a template; raises `TemplateError` or `TemplateErrors`."""
+                  environ: Mapping[str, str] | None = None, build: str | None = None) -> Template:
+    """Read, render and validate a template; raises `TemplateError` or `TemplateErrors`.
+
+    A template with `builds:` loads one build at a time (`build`), named `<name>-<build>`.
+    """
     try:
-        return _load(path, cli_vars or {}, var_files, environ)
+        return _load(path, cli_vars or {}, var_files, environ, build)
     except RecursionError:
         raise TemplateError("the template nests too deeply (or uses a recursive alias)",
                             mark=Mark(str(path), 1, 1)) from None
 
 
 def _load(path: str | Path, cli_vars: dict[str, str], var_files: list[str | Path] | tuple[str | Path, ...],
-          environ: Mapping[str, str] | None) -> Template:
+          environ: Mapping[str, str] | None, build: str | None = None) -> Template:
     display = str(path)
     abs_path = Path(os.path.abspath(path))
     template_dir = abs_path.parent
@@ -58,17 +64,33 @@ def _load(path: str | Path, cli_vars: dict[str, str], var_files: list[str | Path
                             mark=Mark(display, root.start_mark.line + 1, root.start_mark.column + 1))
 
     problems = Problems(display)
+    include_node = next((v for k, v in root.value if isinstance(k, ScalarNode) and k.value == INCLUDE_KEY),
+                        None)
+    root, fragments = resolve_includes(root, display, abs_path, problems)
+    problems.check()  # a missing fragment would only cause follow-up errors
+    root, build = builds.select(root, build, display)  # a build's overrides win over included parts
     marks: dict[str, Mark] = {"": Mark(display, 1, 1)}
     conv = Converter(problems, display, marks)
-    top = {key: (knode, vnode) for key, knode, vnode in conv.entries(root, "")}
+    top = {key: (knode, vnode) for key, knode, vnode in conv.entries(root, "")}  # type: ignore[arg-type]
 
     resolved = variables.resolve(top.get("variables", (None, None))[1], conv, cli_vars=cli_vars,
                                  var_files=var_files, environ=env)
     problems.check()
 
     now = datetime.now(UTC)
+    local_values = locals_.declare(top.get("locals", (None, None))[1], conv)
     conv.renderer = Renderer(values=resolved.values, environ=env, name=None, template_dir=template_dir,
-                             now=now)
+                             now=now, locals_=local_values)
+    local_values.evaluate_all()
+    secret_locals = locals_.sensitive_locals(local_values, resolved.sensitive)
+    for lname in secret_locals:
+        for leaf in variables.leaves(local_values.values.get(lname)):
+            MASKER.add(leaf)
+            if leaf:
+                problems.secrets.append(leaf)
+    problems.check()
+    conv.renderer.local = Namespace(local_values.values, "local")
+    conv.renderer.context["local"] = conv.renderer.local
     name = ""
     if "name" in top:
         knode, vnode = top["name"]
@@ -77,28 +99,40 @@ def _load(path: str | Path, cli_vars: dict[str, str], var_files: list[str | Path
         if value is NULL:
             conv.error("'name' needs a value", vnode, "name", "e.g. name: debian-12-nginx")
         elif value is not BAD:
-            name = value
+            name = f"{value}-{build}" if build else value
     else:
         problems.add("missing required key 'name'", Mark(display, 1, 1), "name",
                      "add e.g. name: debian-12-nginx (it names the output files)")
     conv.renderer.set_name(name)
 
-    kwargs = conv.fields(root, Template, "", exclude=frozenset({"name", "variables", "exports"}),
+    kwargs = conv.fields(root, Template, "", exclude=frozenset({"name", "variables", "exports", "locals",
+                                                                 "include"}),
                          only=USER_KEYS, ignore_prefix=EXTENSION_PREFIX)
     exports = _exports(conv, top.get("exports", (None, None))[1])
     t = Template(name=name, path=abs_path, **(kwargs if kwargs is not BAD else {}),
                  variables=resolved.variables, exports=exports, values=resolved.values,
                  sensitive_values=resolved.sensitive, sha256=hashlib.sha256(data).hexdigest(), marks=marks,
-                 var_files=[Path(os.path.abspath(f)) for f in var_files])
+                 var_files=[Path(os.path.abspath(f)) for f in var_files],
+                 include=_include_list(include_node), locals=dict(local_values.values),
+                 sensitive_locals=secret_locals, included_files=fragments.files)
 
     where = checks.Where(marks, problems, Mark(display, 1, 1))
-    checks.resolve_paths(t, "", template_dir, where)
+    checks.resolve_paths(t, "", template_dir, where, dirs=fragments.dirs)
     checks.check(t, where)
     post_checks.check_post(t, where)
     t.warnings = sources_check.check_sources(t, where, problems)
     problems.check()
     t.render_state = RenderState(environ, now)
     return t
+
+
+def _include_list(node: Node | None) -> list[str]:
+    """The template's own `include:` as written (already checked by resolve_includes)."""
+    if isinstance(node, ScalarNode) and node.tag != NULL_TAG:
+        return [str(node.value)]
+    if isinstance(node, SequenceNode):
+        return [str(n.value) for n in node.value if isinstance(n, ScalarNode)]
+    return []
 
 
 def _exporters() -> dict[str, type]:
@@ -162,7 +196,7 @@ def render_late(text: str, template: Template, build: Mapping[str, Any], *, path
     environ = os.environ if state is None or state.environ is None else state.environ
     now = state.now if state is not None else datetime.now(UTC)
     renderer = Renderer(values=template.values, environ=environ, name=template.name,
-                        template_dir=template.path.parent, now=now, build=build)
+                        template_dir=template.path.parent, now=now, build=build, locals_=template.locals)
     try:
         return renderer.render(packer_compat(text), native_result=False)
     except RenderError as e:
@@ -179,6 +213,8 @@ def _secrets(t: Template) -> list[str]:
         var = t.variables.get(name)
         if var is not None:
             out += variables.leaves(var.default)
+    for name in t.sensitive_locals:
+        out += variables.leaves(t.locals.get(name))
     return [s for s in out if s]
 
 
@@ -219,4 +255,7 @@ def template_to_dict(t: Template) -> dict[str, Any]:
         var = out["variables"].get(name)
         if var is not None and var.get("default") is not None:
             var["default"] = MASK
+    for name in t.sensitive_locals:
+        if name in out["locals"]:
+            out["locals"][name] = MASK
     return out

@@ -309,8 +309,15 @@ class Template:
     path: Path = opt(text="")  # not a template key (set by the loader)
     description: str = opt("", "free text, recorded in the manifest and the OVF")
     version: str = opt("", "recorded in the manifest and the store (unique per name)")
+    include: list[str] = opt(
+        [], "YAML fragments merged under this template in order (its own keys win; provisioners and post "
+            "steps from fragments come first); paths relative to this file. !include FILE works at any "
+            "value position")
     variables: dict[str, Variable] = opt(
         {}, "inputs: name -> declaration (or just a default value), used as {{ var.NAME }}")
+    locals: dict[str, Any] = opt(
+        {}, "name -> value computed once (strings are expressions over var.*, env.*, helpers and other "
+            "locals), used as {{ local.NAME }}")
     source: Source = opt(factory=Source, text="what the VM boots from")
     machine: MachineConfig = opt(factory=MachineConfig, text="the virtual machine")
     communicator: CommunicatorConfig = opt(factory=CommunicatorConfig, text="how baker reaches the guest")
@@ -331,6 +338,10 @@ class Template:
     # resolved variable values (after precedence and type coercion) and which ones are sensitive
     values: dict[str, Any] = field(default_factory=dict)
     sensitive_values: list[str] = field(default_factory=list)
+    # locals computed from a sensitive variable (masked like it)
+    sensitive_locals: list[str] = field(default_factory=list)
+    # every fragment file `include:`/`!include` read, absolute: build inputs (and Make prerequisites)
+    included_files: list[Path] = field(default_factory=list)
     # sha256 of the template file's bytes, for the manifest and cache keys
     sha256: str = ""
     # the --var-file files, absolute: build inputs (and Make prerequisites)

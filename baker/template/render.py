@@ -109,16 +109,27 @@ class _AnyBuild:
 
 
 class RenderError(Exception):
-    """Why a string could not be rendered; the caller adds the mark and the key path."""
+    """Why a string could not be rendered; the caller adds the mark and the key path.
 
-    def __init__(self, message: str, hint: str | None = None) -> None:
+    `quiet`: the cause (a broken local) is already reported where it is defined; add nothing."""
+
+    def __init__(self, message: str, hint: str | None = None, *, quiet: bool = False) -> None:
         super().__init__(message)
         self.message = message
         self.hint = hint
+        self.quiet = quiet
 
 
 class _HelperError(Exception):
     pass
+
+
+class HelperError(_HelperError):
+    """Raised by a value provider (e.g. locals) to fail a render with this message."""
+
+
+class AlreadyReported(Exception):
+    """A value this render needs failed and was reported at its own position."""
 
 
 def _finalize(value: Any) -> Any:
@@ -207,14 +218,17 @@ class Renderer:
     """The load-time context (and, for late fields, `build`); one per template load."""
 
     def __init__(self, *, values: Mapping[str, Any], environ: Mapping[str, str], name: str | None,
-                 template_dir: Path, now: datetime, build: Mapping[str, Any] | None = None) -> None:
+                 template_dir: Path, now: datetime, build: Mapping[str, Any] | None = None,
+                 locals_: Mapping[str, Any] | None = None) -> None:
         self.var = Namespace(values, "var")
+        self.local = Namespace(locals_ if locals_ is not None else {}, "local")
         self.env = Namespace(environ, "env")
         self.build: Any = Namespace(build, "build") if build is not None else None
         self.template_dir = template_dir
         self.now = now
         self.context: dict[str, Any] = {
             "var": self.var,
+            "local": self.local,
             "env": self.env,
             "template_dir": str(template_dir),
             "cwd": os.getcwd(),
@@ -278,7 +292,7 @@ class Renderer:
         try:
             tmpl.render(context)
         except UndefinedRef as e:
-            if e.obj is missing or e.obj is self.var or e.obj is self.env:
+            if e.obj is missing or e.obj is self.var or e.obj is self.env or e.obj is self.local:
                 raise self._explain(e, text) from None
         except Exception:
             pass  # depends on build.* values; checked again when rendered for real
@@ -292,6 +306,8 @@ class Renderer:
                                "{% raw %}...{% endraw %}")
         if isinstance(e, UndefinedRef):
             return self._undefined(e)
+        if isinstance(e, AlreadyReported):
+            return RenderError("", quiet=True)
         if isinstance(e, _HelperError):
             return RenderError(str(e))
         if isinstance(e, jinja2.UndefinedError):
@@ -303,6 +319,9 @@ class Renderer:
         if e.obj is self.var:
             return RenderError(f"undefined variable 'var.{name}'{did_you_mean(name, self.var)}",
                                "declare it under `variables:` in the template")
+        if e.obj is self.local:
+            return RenderError(f"undefined local 'local.{name}'{did_you_mean(name, self.local)}",
+                               "define it under `locals:` in the template")
         if e.obj is self.env:
             return RenderError(f"environment variable '{name}' is not set",
                                f"set it, or write env_or('{name}', 'fallback') for a default")
@@ -314,6 +333,10 @@ class Renderer:
             hint = None
             if name in self.var:
                 hint = f"variables are written with their prefix: {{{{ var.{name} }}}}"
+            elif name in self.local:
+                hint = f"locals are written with their prefix: {{{{ local.{name} }}}}"
+            elif name == "name" and "name" not in self.context:
+                hint = "locals are computed before the template's name: use a variable or a literal"
             elif name == "build":
                 hint = ("build.* values exist only in late fields "
                         "(boot_command, http_content, cd_content, append)")

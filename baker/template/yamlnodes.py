@@ -96,7 +96,18 @@ def join(path: str, key: str) -> str:
 
 
 def mark_of(node: Node, file: str) -> Mark:
-    return Mark(file, node.start_mark.line + 1, node.start_mark.column + 1)
+    """A node's position; a node spliced in from an included fragment names its own file."""
+    name = node.start_mark.name
+    own = name if isinstance(name, str) and name and not name.startswith("<") else file
+    return Mark(own, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _NamedLoader(yaml.SafeLoader):
+    """A SafeLoader whose marks carry the file's name, so nodes keep it after an `include`."""
+
+    def __init__(self, stream: str, name: str) -> None:
+        super().__init__(stream)
+        self.name = name
 
 
 def kind(node: Node) -> str:
@@ -133,7 +144,11 @@ def read_document(path: Path, display: str) -> tuple[Node | None, bytes]:
 
 def compose(text: str, display: str) -> Node | None:
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        loader = _NamedLoader(text, display)
+        try:
+            return loader.get_single_node()
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as e:
         pm = e.problem_mark or e.context_mark
         mark = Mark(display, pm.line + 1, pm.column + 1) if pm else None
