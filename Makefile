@@ -62,8 +62,11 @@ test-slow: setup base-image
 lint: setup
 	$(VENV)/bin/ruff check baker tests bench
 
+# plain script vs Packer vs baker on one base image, then the nine-export demo: BENCH_FLAGS=--quick (one
+# run each) or --runs N; results in bench/results/. Installs Debian's packer package when missing.
+BENCH_FLAGS ?=
 bench: setup base-image
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(BENCH_FLAGS)
 
 clean:
 	rm -rf images/*/ .pytest_cache

@@ -7,6 +7,7 @@ the others complete, and then one ExportError names every failure. SHA256SUMS is
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from baker.export.base import (
     ExportResult,
     VMSpec,
 )
+from baker.export.derived import DerivedCache
 from baker.export.libvirt import LibvirtExporter
 from baker.export.ovf import OvaExporter, OvfExporter
 from baker.export.qcow2 import Qcow2Exporter
@@ -111,17 +113,32 @@ def run_exports(ctx: ExportContext, specs: list[tuple[str, Any]], *, jobs: int =
     plan_outputs(ctx.vm, specs)
     results: list[ExportResult | None] = [None] * len(specs)
     failures: dict[str, BaseException] = {}
+    own = None
+    if ctx.derived is None:
+        # one thread per export, at most `jobs` of them working: one that waits for a disk another
+        # export is making (derived.py) gives its slot away meanwhile
+        ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        own = DerivedCache(ctx.work_dir, flatten=len(specs) > 1, slots=threading.Semaphore(max(1, jobs)))
+        ctx = dataclasses.replace(ctx, derived=own)
+    cache = ctx.derived
+    assert cache is not None
 
     def one(i: int, type_name: str, options: Any) -> None:
         try:
-            results[i] = _exporter(type_name).export(ctx, options)
+            with cache.slot():
+                results[i] = _exporter(type_name).export(ctx, options)
         except Exception as e:
             ctx.log.error("export %s failed: %s", type_name, e)
             failures[f"{type_name}#{i}" if type_name in failures else type_name] = e
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="export") as pool:
-        for future in [pool.submit(one, i, t, o) for i, (t, o) in enumerate(specs)]:
-            future.result()
+    try:
+        workers = max(1, len(specs) if own is not None else jobs)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export") as pool:
+            for future in [pool.submit(one, i, t, o) for i, (t, o) in enumerate(specs)]:
+                future.result()
+    finally:
+        if own is not None:
+            own.close()
     done = [r for r in results if r is not None]
     files = [f for r in done for f in r.files]
     names = [f.path.name for f in files]

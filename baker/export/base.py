@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from baker.errors import BakerError
+from baker.export.derived import DerivedCache
 from baker.fsutil import file_digest, remove
 from baker.options import help_field as help_field  # re-exported for the exporters
 from baker.proc import run
@@ -67,6 +69,8 @@ class ExportContext:
     work_dir: Path
     vm: VMSpec
     log: logging.Logger
+    #: intermediates shared with the run's other exports (run_exports sets it; see derived.py)
+    derived: DerivedCache | None = None
 
 
 @dataclass
@@ -233,17 +237,47 @@ def master_info(ctx: ExportContext) -> tuple[str, int]:
     return _master_info(str(ctx.master.resolve()), st.st_mtime_ns, st.st_size)
 
 
+def read_source(ctx: ExportContext) -> tuple[Path, str]:
+    """What conversions read: the master, or (when several exports read it) one flat raw copy of it,
+    made once, so the base image's compressed clusters are inflated once instead of per export."""
+    fmt = master_info(ctx)[0]
+    cache = ctx.derived
+    if cache is None or not cache.flatten or fmt == "raw":
+        return ctx.master, fmt
+
+    def flatten(path: Path) -> None:
+        run(["qemu-img", "convert", "-f", fmt, "-O", "raw", ctx.master, path], hint=QEMU_IMG_HINT)
+
+    return cache.get(("flat", "raw"), flatten, ".raw"), "raw"
+
+
 def convert(ctx: ExportContext, dest: Path, out_fmt: str, opts: dict[str, str | int] | None = None, *,
-            compress: bool = False, source: Path | None = None, source_fmt: str | None = None) -> None:
-    """qemu-img convert from the master (following its backing chain) or from `source`; output is sparse."""
+            compress: bool = False, source: Path | None = None, source_fmt: str | None = None,
+            parallel: bool = False) -> None:
+    """qemu-img convert from the master (or its flat copy) or from `source`; output is sparse.
+
+    `parallel`: out-of-order writes with several coroutines (-W -m), which lets qcow2 compress clusters
+    on every core; the cluster order in the file then varies between runs, the content does not.
+    """
     if source is None:
-        source, source_fmt = ctx.master, master_info(ctx)[0]
+        source, source_fmt = read_source(ctx)
     argv: list[str | os.PathLike[str]] = ["qemu-img", "convert", "-f", source_fmt or "raw", "-O", out_fmt]
     if compress:
         argv.append("-c")
+    if parallel:
+        argv += ["-W", "-m", "16"]
     if opts:
         argv += ["-o", ",".join(f"{k}={v}" for k, v in opts.items())]
     run([*argv, source, dest], hint=QEMU_IMG_HINT)
+
+
+def gzip_flags(ctx: ExportContext, *, level: int | None = None) -> list[str]:
+    """GNU tar flags for a gzip'd archive: pigz on every core when installed (at `level`; 0 stores), else
+    gzip at its default level."""
+    if shutil.which("pigz"):
+        threads = ctx.derived.threads if ctx.derived else (os.cpu_count() or 1)
+        return ["-I", f"pigz -p {threads}" + (f" -{level}" if level is not None else "")]
+    return ["-z"]
 
 
 def sized_source(ctx: ExportContext, scratch: Path, size: int) -> tuple[Path, str]:
@@ -251,13 +285,14 @@ def sized_source(ctx: ExportContext, scratch: Path, size: int) -> tuple[Path, st
 
     Lets VHD (whole MiB) and GCE (whole GiB) round sizes up without copying the disk first.
     """
-    fmt, vsize = master_info(ctx)
+    vsize = master_info(ctx)[1]
+    source, fmt = read_source(ctx)
     if size == vsize:
-        return ctx.master, fmt
+        return source, fmt
     if size < vsize:
         raise ExportError(f"cannot shrink the disk from {vsize} to {size} bytes")
     overlay = scratch / "resized.qcow2"
-    run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", ctx.master.resolve(), overlay,
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", fmt, "-b", source.resolve(), overlay,
          str(size)], hint=QEMU_IMG_HINT)
     return overlay, "qcow2"
 
@@ -314,6 +349,10 @@ class BaseExporter:
         self.check(ctx.vm, options)
         start = time.monotonic()
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
+        own = None
+        if ctx.derived is None:  # called on its own, not from run_exports: a cache for this export
+            own = DerivedCache(ctx.work_dir)
+            ctx = dataclasses.replace(ctx, derived=own)
         scratch = Path(tempfile.mkdtemp(prefix=f"{self.type_name}-", dir=ctx.work_dir))
         stage = Staging(ctx.output_dir, self.type_name)
         try:
@@ -330,6 +369,8 @@ class BaseExporter:
             raise
         finally:
             remove(scratch)
+            if own is not None:
+                own.close()
         seconds = time.monotonic() - start
         for f in files:
             ctx.log.info("export %s: %s %s (%s)", self.type_name, f.kind, f.path.name, human_size(f.size))

@@ -32,14 +32,28 @@ class Qcow2Options:
         "off", "metadata: preallocate L2 tables for write speed (not with compress)")
 
 
-def write_qcow2(ctx: ExportContext, dest: Path, *, compress: bool = False, compression_type: str = "zlib",
-                cluster_size: int = 65536, preallocation: str = "off") -> None:
-    """Convert the master to a standalone qcow2 at `dest` and check the result says what we asked for."""
+def qcow2_entry(ctx: ExportContext, *, compress: bool = False, compression_type: str = "zlib",
+                cluster_size: int = 65536, preallocation: str = "off") -> Path:
+    """The run's standalone qcow2 with these parameters, converted once (see derived.py) and checked.
+
+    Compressed clusters are deflated on every core (qemu-img -W -m).
+    """
+    assert ctx.derived is not None
     opts: dict[str, str | int] = {"compat": "1.1", "cluster_size": cluster_size, "lazy_refcounts": "off",
                                   "preallocation": preallocation}
     if compress:
         opts["compression_type"] = compression_type
-    convert(ctx, dest, "qcow2", opts, compress=compress)
+
+    def make(path: Path) -> None:
+        convert(ctx, path, "qcow2", opts, compress=compress, parallel=compress)
+        check_qcow2(ctx, path)
+
+    key = ("qcow2", compress, compression_type if compress else None, cluster_size, preallocation)
+    return ctx.derived.get(key, make, ".qcow2")
+
+
+def check_qcow2(ctx: ExportContext, dest: Path) -> None:
+    """The qcow2 says what we asked for: standalone, the master's size, compat 1.1, not corrupt."""
     info = image_info(dest, "qcow2")
     data = info.get("format-specific", {}).get("data", {})
     problems = []
@@ -51,6 +65,15 @@ def write_qcow2(ctx: ExportContext, dest: Path, *, compress: bool = False, compr
         problems.append(f"unexpected header {data}")
     if problems:
         raise ExportError(f"qcow2 written to {dest.name} is wrong: {'; '.join(problems)}")
+
+
+def write_qcow2(ctx: ExportContext, dest: Path, *, compress: bool = False, compression_type: str = "zlib",
+                cluster_size: int = 65536, preallocation: str = "off") -> None:
+    """A standalone qcow2 of the master at `dest` (an output: linked once from the run's entry, or copied)."""
+    entry = qcow2_entry(ctx, compress=compress, compression_type=compression_type,
+                        cluster_size=cluster_size, preallocation=preallocation)
+    assert ctx.derived is not None
+    ctx.derived.publish(entry, dest)
 
 
 class Qcow2Exporter(BaseExporter):

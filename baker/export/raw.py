@@ -15,11 +15,14 @@ from baker.export.base import (
     GiB,
     Staging,
     convert,
+    gzip_flags,
     help_field,
     master_info,
+    read_source,
     round_up,
     sized_source,
 )
+from baker.export.derived import link_or_copy
 from baker.proc import run
 
 
@@ -37,7 +40,12 @@ class RawExporter(BaseExporter):
 
     def build(self, ctx: ExportContext, options: Any, stage: Staging, scratch: Path) -> None:
         (name,) = self.outputs(ctx.vm, options)
-        convert(ctx, stage.path(name, "disk", "raw"), "raw")
+        dest = stage.path(name, "disk", "raw")
+        source, fmt = read_source(ctx)
+        if fmt == "raw" and source != ctx.master and ctx.derived is not None:
+            ctx.derived.publish(source, dest)  # the run's flat copy is this export already
+        else:
+            convert(ctx, dest, "raw")
 
 
 @dataclass
@@ -62,13 +70,17 @@ class GceExporter(BaseExporter):
             size = round_up(size, GiB)
         raw = scratch / "disk.raw"
         source, fmt = sized_source(ctx, scratch, size)
-        convert(ctx, raw, "raw", source=source, source_fmt=fmt)
-        if os.path.getsize(raw) != size:
-            os.truncate(raw, size)
+        if fmt == "raw" and source != ctx.master and os.path.getsize(source) == size:
+            link_or_copy(source, raw)  # the run's flat copy already has the right size: only read it
+        else:
+            convert(ctx, raw, "raw", source=source, source_fmt=fmt)
+            if os.path.getsize(raw) != size:
+                os.truncate(raw, size)
         dest = stage.path(name, "disk", "tar.gz")
-        # GNU tar writes sparse members (python's tarfile cannot): seconds instead of minutes, and smaller.
+        # GNU tar writes sparse members (python's tarfile cannot): seconds instead of minutes, and smaller;
+        # pigz gzips on every core.
         run(["tar", "--format=oldgnu", "--sparse", "--owner=0", "--group=0", "--numeric-owner",
-             "-czf", dest, "-C", scratch, "disk.raw"], hint="install GNU tar")
+             *gzip_flags(ctx), "-cf", dest, "-C", scratch, "disk.raw"], hint="install GNU tar")
         with tarfile.open(dest, "r:gz") as tf:
             first = tf.next()  # only the header: listing all would inflate the whole disk
         if first is None or first.name != "disk.raw" or first.size != size:

@@ -25,11 +25,13 @@ from baker.export.base import (
     GiB,
     Staging,
     VMSpec,
+    gzip_flags,
     help_field,
     master_info,
 )
+from baker.export.derived import link_or_copy
 from baker.export.ovf import OvfDisk, build_descriptor
-from baker.export.qcow2 import write_qcow2
+from baker.export.qcow2 import qcow2_entry
 from baker.export.vmdk import write_vmdk
 from baker.fsutil import file_digest
 from baker.proc import run
@@ -54,7 +56,8 @@ class VagrantOptions:
     base_mac: str | None = help_field(
         None, "virtualbox: MAC of the first NIC, 12 hex digits (default: 080027 + a hash of the name)")
     compress: bool = help_field(
-        True, "gzip the box (tar.gz); off writes a plain tar, faster to build and to add")
+        True, "a gzip'd tar (.box as Vagrant Cloud serves them); the disk inside is compressed either way, "
+        "so the gzip layer stores it; off writes a plain tar")
 
 
 _catalog_locks: dict[Path, threading.Lock] = {}
@@ -135,7 +138,8 @@ class VagrantExporter(BaseExporter):
         box_dir = scratch / "box"
         box_dir.mkdir()
         if options.provider == "libvirt":
-            write_qcow2(ctx, box_dir / "box.img")
+            # the compressed qcow2 (shared with a compressed qcow2 export): vagrant-libvirt reads it as is
+            link_or_copy(qcow2_entry(ctx, compress=True), box_dir / "box.img")
             size_gb = -(-master_info(ctx)[1] // GiB)
             meta = {"provider": "libvirt", "format": "qcow2", "virtual_size": size_gb}
             vagrantfile = libvirt_vagrantfile(vm)
@@ -153,8 +157,10 @@ class VagrantExporter(BaseExporter):
         (box_dir / "metadata.json").write_text(json.dumps(meta) + "\n")
         (box_dir / "Vagrantfile").write_text(vagrantfile)
         box = stage.path(names[0], "box", "box")
-        flags = "-czf" if options.compress else "-cf"
-        run(["tar", "--format=gnu", "--owner=0", "--group=0", "--numeric-owner", flags, box,
+        # the disk inside is compressed already (qcow2 clusters, VMDK grains): deflating it again saved 2%
+        # for 5 CPU-seconds per box here, so the gzip layer only stores it (pigz -0; gzip without pigz)
+        flags = gzip_flags(ctx, level=0) if options.compress else []
+        run(["tar", "--format=gnu", "--owner=0", "--group=0", "--numeric-owner", *flags, "-cf", box,
              "-C", box_dir, *members], hint="install GNU tar")
         if options.catalog:
             # other vagrant exports (other providers) may update the same catalog: one at a time

@@ -25,6 +25,7 @@ from baker.export.base import (
     convert,
     help_field,
 )
+from baker.export.derived import copy_file
 
 SECTOR = 512
 _HEADER = struct.Struct("<4sIIQQQQIQQQ?ccccH")
@@ -130,20 +131,65 @@ def trim_after_eos(path: Path) -> StreamInfo:
     return StreamInfo(info.grains, info.eos_sector, (info.eos_sector + 1) * SECTOR)
 
 
+def vmdk_entry(ctx: ExportContext, subformat: str = "streamOptimized") -> Path:
+    """The run's VMDK of the master in `subformat`, converted (and for streamOptimized, checked and
+    trimmed) once; every user copies it and rewrites the embedded descriptor (`write_vmdk`)."""
+    assert ctx.derived is not None
+
+    def make(path: Path) -> None:
+        convert(ctx, path, "vmdk", {"subformat": subformat, "adapter_type": "lsilogic"})
+        if subformat == "streamOptimized":
+            header = read_header(path)
+            if header.version != 3 or header.flags & (FLAG_COMPRESSED | FLAG_MARKERS) != (
+                    FLAG_COMPRESSED | FLAG_MARKERS):
+                raise ExportError(f"{path.name}: streamOptimized header is version {header.version}, "
+                                  f"flags {header.flags:#x}; ESXi needs version 3, compressed grains, "
+                                  "markers", hint="upgrade qemu-utils (qemu >= 2.5.1 writes version 3)")
+            trimmed = trim_after_eos(path)
+            ctx.log.debug("%s: %d grains, EOS at sector %d", path.name, trimmed.grains, trimmed.eos_sector)
+
+    return ctx.derived.get(("vmdk", subformat), make, ".vmdk")
+
+
+def _set_ddb(text: str, key: str, value: str | int) -> str:
+    line = f'{key} = "{value}"'
+    pattern = re.compile(rf"^{re.escape(key)}\s*=.*$", re.MULTILINE)
+    if pattern.search(text):
+        return pattern.sub(lambda _: line, text, count=1)
+    return text.rstrip("\n") + "\n" + line + "\n"
+
+
+def rewrite_descriptor(path: Path, *, adapter_type: str, hwversion: int, toolsversion: int) -> None:
+    """Set the embedded descriptor as qemu-img would have written it for this file name and these
+    options (extent name, adapter, CHS geometry, hardware and tools versions); the grains, which
+    do not depend on them, stay as they are."""
+    header = read_header(path)
+    heads = 16 if adapter_type == "ide" else 255  # qemu's geometry rule
+    text = header.descriptor
+    text, n = re.subn(r'^(RW \d+ \w+ )"[^"]*"', lambda m: f'{m.group(1)}"{path.name}"', text, count=1,
+                      flags=re.MULTILINE)
+    if n != 1:
+        raise ExportError(f"{path.name}: no extent line in the embedded descriptor")
+    for key, value in (("ddb.virtualHWVersion", hwversion),
+                       ("ddb.geometry.cylinders", header.capacity // (heads * 63)),
+                       ("ddb.geometry.heads", heads), ("ddb.geometry.sectors", 63),
+                       ("ddb.adapterType", adapter_type), ("ddb.toolsVersion", toolsversion)):
+        text = _set_ddb(text, key, value)
+    data = text.encode()
+    room = header.descriptor_size * SECTOR
+    if not header.descriptor_offset or len(data) > room:
+        raise ExportError(f"{path.name}: the descriptor does not fit its {room} bytes")
+    with open(path, "r+b") as f:
+        f.seek(header.descriptor_offset * SECTOR)
+        f.write(data + bytes(room - len(data)))
+
+
 def write_vmdk(ctx: ExportContext, dest: Path, *, subformat: str = "streamOptimized",
                adapter_type: str = "lsilogic", hwversion: int = 13, toolsversion: int = 2147483647) -> None:
-    """Convert the master to a VMDK at `dest` (named as it will ship: qemu embeds the name)."""
-    convert(ctx, dest, "vmdk", {"subformat": subformat, "adapter_type": adapter_type,
-                                "hwversion": hwversion, "toolsversion": toolsversion})
+    """A VMDK of the master at `dest` (named as it will ship: the descriptor names the file)."""
+    copy_file(vmdk_entry(ctx, subformat), dest)
+    rewrite_descriptor(dest, adapter_type=adapter_type, hwversion=hwversion, toolsversion=toolsversion)
     header = read_header(dest)
-    if subformat == "streamOptimized":
-        if header.version != 3 or header.flags & (FLAG_COMPRESSED | FLAG_MARKERS) != (FLAG_COMPRESSED |
-                                                                                     FLAG_MARKERS):
-            raise ExportError(f"{dest.name}: streamOptimized header is version {header.version}, "
-                              f"flags {header.flags:#x}; ESXi needs version 3, compressed grains, markers",
-                              hint="upgrade qemu-utils (qemu >= 2.5.1 writes version 3)")
-        trimmed = trim_after_eos(dest)
-        ctx.log.debug("%s: %d grains, EOS at sector %d", dest.name, trimmed.grains, trimmed.eos_sector)
     if header.ddb("ddb.toolsVersion") is None or header.ddb("createType") != subformat:
         raise ExportError(f"{dest.name}: descriptor lacks ddb.toolsVersion or createType {subformat}")
 
