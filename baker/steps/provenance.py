@@ -26,8 +26,9 @@ class WriteProvenance:
                     "exports": [e.type for e in t.exports],
                     "fingerprint": s.fingerprint.digest if s.fingerprint else None,
                     **({"checkpoints": s.checkpoint.record()} if s.checkpoint is not None else {})}
+        known = {f.path.name: f.sha256 for r in s.exports for f in r.files}
         body = statement(inputs, subject_files(s.staging_dir), started=_utc(s.started_at),
-                         finished=_utc(datetime.now(UTC)), internal=internal)
+                         finished=_utc(datetime.now(UTC)), internal=internal, known=known)
         path = atomic_write(s.staging_dir / STATEMENT_FILE, dumps(body))
         if t.sign is not None:
             sign_image(path, s.staging_dir / SUMS_FILE, Path(t.sign.key), s.staging_dir)
