@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 import socket
@@ -17,19 +15,9 @@ from hypothesis import strategies as st
 from baker import cli
 from baker.errors import EXIT_TIMEOUT, TimedOut
 from baker.events import EVENTS, event_problems
+from tests.helpers.cli import run_main as run
 from tests.helpers.faults import build, write_template
 from tests.helpers.paths import ROOT
-
-
-def run(*argv: str) -> tuple[int, str, str]:
-    """main() in-process; argparse's SystemExit becomes the exit code."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main(list(argv))
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
-    return code, out.getvalue(), err.getvalue()
 
 
 def template(tmp: Path, body: str = "", *, base: str | None = None, checksum: str | None = "none") -> Path:

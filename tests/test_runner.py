@@ -5,7 +5,6 @@ reporter's `build` field, progress and --log-file. The real thing is tests/test_
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import io
 import json
@@ -30,21 +29,13 @@ from baker.runner.run import Runner
 from baker.runner.summary import Result, exit_code, table
 from baker.template.builds import build_names
 from baker.template.loader import load_template
+from tests.helpers.cli import run_main as run
 from tests.helpers.faults import write_template
 from tests.helpers.paths import ROOT
 
 ESC = re.compile(r"\x1b")
 
 
-def run(*argv: str) -> tuple[int, str, str]:
-    """main() in-process; argparse's SystemExit becomes the exit code."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = cli.main(list(argv))
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else 2
-    return code, out.getvalue(), err.getvalue()
 TWO = """\
 name: web
 source: {cloud_image: {url: base.qcow2, checksum: none}}
