@@ -18,7 +18,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from baker.errors import BakerError
 
@@ -119,44 +119,22 @@ def _encode(content: Mapping[str, str | bytes]) -> dict[str, bytes]:
     }
 
 
-class HTTPServer:
-    """Serve `directory` and/or `content` (path → text) while the context is open.
+class LoopbackService:
+    """A ThreadingHTTPServer on 127.0.0.1 served from a daemon thread while the context is open."""
 
-    `content` wins over a file of the same path. `.url` is for the host; `.guest_url` for the VM.
-    """
-
-    def __init__(self, directory: str | os.PathLike[str] | None = None,
-                 content: Mapping[str, str | bytes] | None = None):
-        root = None
-        if directory is not None:
-            root = Path(directory).resolve()
-            if not root.is_dir():
-                raise BakerError(f"http_directory {directory} is not a directory",
-                                 hint="create it or fix the path (relative to the template's folder)")
-        self._server = _Server(root, _encode(content or {}))
+    def __init__(self, server: ThreadingHTTPServer, label: str) -> None:
+        self._server = server
+        self._label = label
         self._thread: threading.Thread | None = None
-
-    def set_content(self, content: Mapping[str, str | bytes]) -> None:
-        """Replace the served content; templates render it once the port (build.http_port) is known."""
-        self._server.content = _encode(content)
 
     @property
     def port(self) -> int:
         return int(self._server.server_address[1])
 
-    @property
-    def url(self) -> str:
-        return f"http://{BIND_ADDRESS}:{self.port}"
-
-    @property
-    def guest_url(self) -> str:
-        return f"http://{GUEST_HOST_IP}:{self.port}"
-
-    def start(self) -> HTTPServer:
+    def start(self) -> Self:
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name=f"baker-http-{self.port}", daemon=True)
+                                        name=f"baker-{self._label}-{self.port}", daemon=True)
         self._thread.start()
-        log.info("serving HTTP on %s (guest: %s)", self.url, self.guest_url)
         return self
 
     def close(self) -> None:
@@ -166,9 +144,45 @@ class HTTPServer:
             self._thread = None
         self._server.server_close()
 
-    def __enter__(self) -> HTTPServer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+class HTTPServer(LoopbackService):
+    """Serve `directory` and/or `content` (path → text) while the context is open.
+
+    `content` wins over a file of the same path. `.url` is for the host; `.guest_url` for the VM.
+    """
+
+    _server: _Server
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None,
+                 content: Mapping[str, str | bytes] | None = None):
+        root = None
+        if directory is not None:
+            root = Path(directory).resolve()
+            if not root.is_dir():
+                raise BakerError(f"http_directory {directory} is not a directory",
+                                 hint="create it or fix the path (relative to the template's folder)")
+        super().__init__(_Server(root, _encode(content or {})), "http")
+
+    def set_content(self, content: Mapping[str, str | bytes]) -> None:
+        """Replace the served content; templates render it once the port (build.http_port) is known."""
+        self._server.content = _encode(content)
+
+    @property
+    def url(self) -> str:
+        return f"http://{BIND_ADDRESS}:{self.port}"
+
+    @property
+    def guest_url(self) -> str:
+        return f"http://{GUEST_HOST_IP}:{self.port}"
+
+    def start(self) -> Self:
+        super().start()
+        log.info("serving HTTP on %s (guest: %s)", self.url, self.guest_url)
+        return self

@@ -27,11 +27,12 @@ import urllib.parse
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
+
+from baker.httpserver import BIND_ADDRESS, LoopbackService
 
 log = logging.getLogger("baker.aptcache")
 
-BIND_ADDRESS = "127.0.0.1"
 UPSTREAM_TIMEOUT = 60.0
 CHUNK = 1 << 16
 #: content addressed by name: a package file carries its version, a by-hash index its digest
@@ -220,38 +221,20 @@ class _Server(ThreadingHTTPServer):
                 self.stats.passed += 1
 
 
-class AptCacheProxy:
+class AptCacheProxy(LoopbackService):
     """Serve while the context is open; `.port` on 127.0.0.1 (the guest reaches it as 10.0.2.2)."""
+
+    _server: _Server
 
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
-        self._server = _Server(root)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
+        super().__init__(_Server(root), "apt-cache")
 
     @property
     def stats(self) -> CacheStats:
         return self._server.stats
 
-    def start(self) -> AptCacheProxy:
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                                        name=f"baker-apt-cache-{self.port}", daemon=True)
-        self._thread.start()
+    def start(self) -> Self:
+        super().start()
         log.info("apt cache proxy on %s:%d (cache %s)", BIND_ADDRESS, self.port, self._server.root)
         return self
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._server.server_close()
-
-    def __enter__(self) -> AptCacheProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
