@@ -138,3 +138,29 @@ def test_run_exports_leaves_no_intermediates():
     shared_run()
     work = context(scratch("unused")).work_dir
     assert not list(work.glob("derived-*"))
+
+
+def test_what_tar_reads_is_a_private_copy_never_a_link_to_a_shared_disk(monkeypatch: pytest.MonkeyPatch):
+    """Publishing hard-links a shared disk, which changes its ctime; GNU tar fails a member whose ctime
+    changed while it read it ("file changed as we read it"), so a tar must never read a linked entry."""
+    import baker.export.raw as raw_mod
+    import baker.export.vagrant as vagrant_mod
+
+    seen: list[tuple[str, int]] = []
+
+    def checking(real):
+        def run(argv, *a, **kw):
+            if argv[0] == "tar":
+                folder = Path(argv[argv.index("-C") + 1])
+                seen.extend((p.name, p.stat().st_nlink) for p in folder.rglob("*") if p.is_file())
+            return real(argv, *a, **kw)
+        return run
+
+    monkeypatch.setattr(vagrant_mod, "run", checking(vagrant_mod.run))
+    monkeypatch.setattr(raw_mod, "run", checking(raw_mod.run))
+    out = scratch("derived-tar")
+    run_exports(context(out), [_opts("qcow2", compress=True), _opts("vagrant", provider="libvirt"),
+                               _opts("raw"), _opts("gce")], jobs=2)
+    names = {n for n, _ in seen}
+    assert {"box.img", "disk.raw"} <= names
+    assert [(n, links) for n, links in seen if links != 1] == []

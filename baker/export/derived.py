@@ -128,12 +128,9 @@ def _try_link(src: Path, dest: Path) -> bool:
         return False  # another filesystem, or links not supported
 
 
-def link_or_copy(src: Path, dest: Path) -> None:
-    """A scratch view of an entry (read only, e.g. to put into a tar)."""
-    if not _try_link(src, dest):
-        copy_file(src, dest)
-
-
 def copy_file(src: Path, dest: Path) -> None:
-    """A private copy: reflinked where the filesystem can, holes kept."""
+    """A private copy: reflinked where the filesystem can, holes kept.
+
+    Also what a tar reads, never a hard link of an entry: publishing links the entry's inode, which
+    changes its ctime, and GNU tar fails a member whose ctime changed while it read it."""
     run(["cp", "--reflink=auto", "--sparse=always", src, dest], hint="install GNU coreutils")

@@ -22,7 +22,7 @@ from baker.export.base import (
     round_up,
     sized_source,
 )
-from baker.export.derived import link_or_copy
+from baker.export.derived import copy_file
 from baker.proc import run
 
 
@@ -71,7 +71,7 @@ class GceExporter(BaseExporter):
         raw = scratch / "disk.raw"
         source, fmt = sized_source(ctx, scratch, size)
         if fmt == "raw" and source != ctx.master and os.path.getsize(source) == size:
-            link_or_copy(source, raw)  # the run's flat copy already has the right size: only read it
+            copy_file(source, raw)  # the run's flat copy already has the right size: tar a private copy
         else:
             convert(ctx, raw, "raw", source=source, source_fmt=fmt)
             if os.path.getsize(raw) != size:

@@ -29,7 +29,7 @@ from baker.export.base import (
     help_field,
     master_info,
 )
-from baker.export.derived import link_or_copy
+from baker.export.derived import copy_file
 from baker.export.ovf import OvfDisk, build_descriptor
 from baker.export.qcow2 import qcow2_entry
 from baker.export.vmdk import write_vmdk
@@ -139,7 +139,7 @@ class VagrantExporter(BaseExporter):
         box_dir.mkdir()
         if options.provider == "libvirt":
             # the compressed qcow2 (shared with a compressed qcow2 export): vagrant-libvirt reads it as is
-            link_or_copy(qcow2_entry(ctx, compress=True), box_dir / "box.img")
+            copy_file(qcow2_entry(ctx, compress=True), box_dir / "box.img")
             size_gb = -(-master_info(ctx)[1] // GiB)
             meta = {"provider": "libvirt", "format": "qcow2", "virtual_size": size_gb}
             vagrantfile = libvirt_vagrantfile(vm)
