@@ -102,7 +102,7 @@ def _refused(reporter: Reporter, step: str, e: BakerError, out: Path) -> BuildOu
 def _run_locked(t: Template, written: Template, options: BuildOptions, reporter: Reporter, verbose: bool,
                 parent: Parent | None) -> BuildOutcome:
     """`written` is the template as the user wrote it: its Make rule names the parent's manifest."""
-    from baker.incremental import decide, fingerprint, output_lock, write_deps_file
+    from baker.incremental import decide, fingerprint, output_lock, restore, write_deps_file
 
     out = options.output_dir
     with output_lock(out, template=str(t.path), wait=options.wait_lock,
@@ -111,6 +111,7 @@ def _run_locked(t: Template, written: Template, options: BuildOptions, reporter:
         if options.if_changed and not options.force:
             decision = decide(fp, out, name=t.name, store=options.store)
             if decision.up_to_date:
+                restore(decision, out, options.store)
                 reporter.event("build_skipped", name=t.name, reason=decision.reason, output_dir=str(out))
                 if options.deps_file is not None:
                     write_deps_file(options.deps_file, written, out)

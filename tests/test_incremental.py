@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from baker.errors import EXIT_LOCKED
-from baker.incremental import OutputLocked, decide, fingerprint, make_rule, output_lock
+from baker.incremental import OutputLocked, decide, fingerprint, make_rule, output_lock, restore
 from baker.incremental.fingerprint import describe_changes
 from baker.incremental.lock import lock_path
 from baker.template import load_template
@@ -166,8 +166,16 @@ def test_decide_falls_back_to_the_stores_latest_version(tmp_path: Path):
         s.record("t", "1.0", [(disk, "t.qcow2", "artifact")], {"name": "t", "inputs": fp.to_dict()})
     finally:
         s.close()
-    d = decide(fp, tmp_path / "no-such-out", name="t", store=store)
-    assert d.up_to_date and "t@1.0" in d.reason
+    out = tmp_path / "no-such-out"
+    d = decide(fp, out, name="t", store=store)
+    assert d.up_to_date and "t@1.0" in d.reason and d.restore == "t@1.0"
+    restore(d, out, store)  # Make's targets are the output's files: the stored version is put back
+    assert (out / "t.qcow2").read_bytes() == b"disk"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".no-such-out")] == []
+    (out / "t.qcow2").unlink()
+    (out / "stray").write_text("x")
+    d = decide(fp, out, name="t", store=store)  # a folder that is not an image is rebuilt, never merged into
+    assert not d.up_to_date and "holds no manifest.json" in d.reason
 
 
 # --- Make rules ---------------------------------------------------------------------------------

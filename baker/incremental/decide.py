@@ -16,6 +16,7 @@ class Decision:
     up_to_date: bool
     reason: str  # one line for people: why it is skipped, or what changed
     changed: tuple[str, ...] = ()  # the fingerprint parts that differ (when there was a build to compare)
+    restore: str | None = None  # up to date in the store, output folder gone: put this version back there
 
 
 def recorded(manifest: dict) -> Fingerprint | None:
@@ -71,8 +72,26 @@ def decide(fp: Fingerprint, output_dir: Path, *, name: str, store: Path | None =
     if stored is not None:
         old = recorded(stored[0])
         if old is not None and old.digest == fp.digest:
-            return Decision(True, f"up to date: the store's latest, {stored[1]}, has the same inputs")
+            if output_dir.exists() and any(output_dir.iterdir()):
+                return Decision(False, f"rebuilding: {output_dir} holds no {MANIFEST}")
+            return Decision(True, f"up to date: the store's latest, {stored[1]}, has the same inputs; "
+                                  f"restored it to {output_dir}", restore=stored[1])
         if old is not None:
             return Decision(False, f"rebuilding: changed since {stored[1]}: {describe_changes(old, fp)}",
                             tuple(changed_parts(old, fp)))
     return Decision(False, f"rebuilding: no earlier build of {output_dir}")
+
+
+def restore(decision: Decision, output_dir: Path, store: Path | None) -> None:
+    """Put the stored version an up-to-date decision names back at the output (Make's targets are
+    its files), instead of baking the same inputs again."""
+    if decision.restore is None or store is None:
+        return
+    from baker.store import Store
+
+    s = Store(store)
+    try:
+        name, _, version = decision.restore.partition("@")
+        s.export_version(s.get(name, version), output_dir)
+    finally:
+        s.close()

@@ -12,6 +12,7 @@ import fcntl
 import getpass
 import json
 import os
+import shutil
 import socket
 import sqlite3
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from baker.errors import BakerError
+from baker.fsutil import atomic_path
 from baker.store.blobs import BlobStore
 
 STATES = ("active", "deprecated", "obsolete")
@@ -307,6 +309,18 @@ class Store:
 
     def blob_path(self, f: StoredFile) -> Path:
         return self.blobs.path(f.sha256)
+
+    def export_version(self, v: Version, dest: Path) -> None:
+        """Copy a version's files into a new folder `dest`, all or nothing (`images export`, and a
+        build that finds its inputs unchanged in the store but its output folder gone)."""
+        if v.revoked:
+            raise StoreError(f"{v.ref} is revoked ({v.revoked_reason}); not exporting it")
+        if dest.exists() and any(dest.iterdir()):
+            raise BakerError(f"{dest} exists and is not empty", hint="export into a new folder")
+        with atomic_path(dest) as tmp:
+            tmp.mkdir()
+            for f in v.files:
+                shutil.copyfile(self.blob_path(f), tmp / f.path)
 
     def children(self, name: str, version: str) -> list[Version]:
         rows = self.db.execute("SELECT * FROM versions WHERE parent_name = ? AND parent_version = ? "

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from baker.errors import BakerError
-from baker.fsutil import atomic_path
-from baker.store.catalog import NotPromotable, Store, StoreError, Version, default_store_path
+from baker.store.catalog import NotPromotable, Store, Version, default_store_path
 from baker.units import human_size
 
 
@@ -180,14 +178,7 @@ def _export(store: Store, args: argparse.Namespace) -> int:
         if len(args.rest) != 2:
             raise BakerError("usage: baker images export NAME VERSION DIR (or --channel C DIR)")
         v, dest = store.resolve(args.name, args.rest[0]), Path(args.rest[1])
-    if v.revoked:
-        raise StoreError(f"{v.ref} is revoked ({v.revoked_reason}); not exporting it")
-    if dest.exists() and any(dest.iterdir()):
-        raise BakerError(f"{dest} exists and is not empty", hint="export into a new folder")
-    with atomic_path(dest) as tmp:
-        tmp.mkdir()
-        for f in v.files:
-            shutil.copyfile(store.blob_path(f), tmp / f.path)
+    store.export_version(v, dest)
     print(f"exported {v.ref} ({len(v.files)} files) to {dest}")
     return 0
 
