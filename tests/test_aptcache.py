@@ -218,3 +218,67 @@ def test_cache_list_and_prune_cover_the_apt_cache(tmp_path: Path):
     pruned = subprocess.run([sys.executable, "-m", "baker", "cache", "prune", "--older-than", "30d"],
                             capture_output=True, text=True, env=env, check=True).stdout
     assert f"removed {kept}" in pruned and not kept.exists()
+
+
+class _Guest:
+    """The communicator's run() as the step uses it: records commands, answers with set exit codes."""
+
+    def __init__(self, codes: dict[str, int]) -> None:
+        self.codes, self.ran = codes, []
+
+    def run(self, command: str, **_: object) -> int:
+        self.ran.append(command)
+        return next((rc for key, rc in self.codes.items() if key in command), 0)
+
+
+def _state(tmp_path: Path, guest: _Guest):
+    import logging
+    import threading
+
+    from baker.state import BuildOptions, BuildState
+    from baker.template import load_template
+
+    (tmp_path / "base.qcow2").write_bytes(b"")
+    (tmp_path / "t.yaml").write_text("name: t\nsource: {cloud_image: {url: base.qcow2, checksum: none}}\n"
+                                     "exports: [{type: qcow2}]\n")
+    return BuildState(template=load_template(tmp_path / "t.yaml"), cancel=threading.Event(),
+                      options=BuildOptions(output_dir=tmp_path / "out", apt_cache=True),
+                      log=logging.getLogger("test"), comm=guest)  # type: ignore[arg-type]
+
+
+def test_a_guest_that_cannot_take_the_setting_fails_the_step_and_the_proxy_stops(tmp_path: Path, monkeypatch):
+    from baker.errors import BakerError
+    from baker.steps.aptcache import UseAptCache
+
+    monkeypatch.setenv("BAKER_CACHE_DIR", str(tmp_path / "cache"))
+    s = _state(tmp_path, _Guest({"tee": 1}))
+    step = UseAptCache()
+    with pytest.raises(BakerError, match="could not point the guest's apt at the cache") as e:
+        step.run(s)
+    assert "passwordless sudo" in (e.value.hint or "")
+    port = s.apt_cache.port
+    step.cleanup(s)
+    assert s.apt_cache is None
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
+        pass
+
+
+def test_the_setting_is_removed_before_shutdown_and_a_failed_removal_fails_the_build(tmp_path: Path,
+                                                                                       monkeypatch):
+    from baker.errors import BakerError
+    from baker.steps.aptcache import UseAptCache
+
+    monkeypatch.setenv("BAKER_CACHE_DIR", str(tmp_path / "cache"))
+    s = _state(tmp_path, _Guest({}))
+    step = UseAptCache()
+    step.run(s)
+    try:
+        assert s.before_shutdown == [("remove the apt cache setting", guest_remove_command())]
+        assert f"10.0.2.2:{s.apt_cache.port}" in s.comm.ran[0]
+    finally:
+        step.cleanup(s)
+    from baker.steps.shutdown import ShutDown
+
+    s.comm = _Guest({"rm -f": 1})
+    with pytest.raises(BakerError, match="could not remove the apt cache setting in the guest"):
+        ShutDown().run(s)
