@@ -171,3 +171,39 @@ def test_default_output_names_of_every_exporter():
     }
     opts = EXPORTERS["qcow2"].Options(filename="custom.qcow2")
     assert EXPORTERS["qcow2"]().outputs(vm, opts) == ["custom.qcow2"]
+
+
+def test_the_export_step_reports_bytes_written_while_exports_run(tmp_path: Path):
+    import logging
+    import threading
+    import time
+
+    from baker.events import event_problems
+    from baker.steps.export import report_progress
+
+    seen: list[dict] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if (p := getattr(record, "progress", None)) is not None:
+                seen.append(p)
+
+    log = logging.getLogger("test-export-progress")
+    log.addHandler(Catch())
+    log.setLevel(logging.INFO)
+    stop = threading.Event()
+    t = threading.Thread(target=report_progress, args=(tmp_path, log, stop), kwargs={"every": 0.05})
+    t.start()
+    part = tmp_path / ".baker-export-qcow2.part"
+    part.mkdir()
+    for _ in range(3):
+        with open(part / "disk.qcow2", "ab") as f:
+            f.write(b"x" * (1 << 20))
+        time.sleep(0.2)
+    stop.set()
+    t.join()
+    assert seen and all(p["what"] == "export" and p["total"] is None for p in seen)
+    done = [p["done"] for p in seen]
+    assert done == sorted(done) and done[-1] >= 3 << 20
+    event = {"ts": "2026-12-06T00:00:00Z", "event": "progress", "build": "t", **seen[-1]}
+    assert event_problems(event) == []  # the documented --json schema
