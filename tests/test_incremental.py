@@ -331,7 +331,7 @@ def test_a_released_lock_leaves_nothing_beside_the_output_and_readers_share(tmp_
     assert list((tmp_path / "images").iterdir()) == []
 
 
-def test_a_waiter_never_holds_a_lock_on_a_file_the_holder_unlinked(tmp_path: Path):
+def test_a_waiter_takes_over_after_the_holder_unlinked_the_file_and_a_third_build_is_refused(tmp_path: Path):
     out = tmp_path / "images" / "t"
     released = threading.Event()
 
