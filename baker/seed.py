@@ -11,6 +11,7 @@ import yaml
 
 from baker.iso9660 import write_iso
 from baker.keys import BuildKeys
+from baker.lean_boot import lean_module_lists
 from baker.secrets import MASKER
 from baker.template.model import CloudInitConfig
 
@@ -99,6 +100,8 @@ def build_user_data(*, username: str | None, keys: BuildKeys, cloud_init: CloudI
         merged["users"] = _merge_users(base["users"][0], their_users)
     # the pinned host key must survive: a user-supplied ed25519 pair would break host key checking
     merged["ssh_keys"] = {**merged.get("ssh_keys", {}), **base["ssh_keys"]}
+    if cloud_init.lean_boot:
+        merged.update(lean_module_lists(cloud_init.user_data or {}, password=password is not None)[0])
     return merged
 
 

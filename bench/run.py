@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """`make bench`: the same bake three ways on one base image, then the nine-export demo.
 
-    python bench/run.py [--runs N | --quick] [--only script,packer,baker] [--no-demo]
+    python bench/run.py [--runs N | --quick] [--only script,packer,baker,baker-lean] [--no-demo]
 
 (a) bench/plain-bake.sh (qemu + ssh + apt + poweroff + `qemu-img convert -c`), (b) HashiCorp Packer's
 QEMU builder with bench/packer/debian-12-nginx.json (Debian's packer package, installed here with
 apt-get when missing; skipped with the reason when it cannot be), (c) baker with
-bench/templates/debian-12-nginx-qcow2.yaml. All boot the project's base image through a qcow2
+bench/templates/debian-12-nginx-qcow2.yaml, (d) baker-lean: the same template with its qcow2 in zstd
+and 256 KiB clusters (for readers with QEMU >= 5.1; Packer could pass the same through qemu_img_args).
+All boot the project's base image through a qcow2
 overlay, under TCG, with 2 vCPUs and 1024 MiB, and install nginx-light. For each: wall time
 (min/median), time per phase, output size, peak memory of the run's process tree (summed RSS,
 sampled from /proc) and of its QEMU, and the ratios baker/script, baker/Packer. Then
@@ -36,6 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
 CPUS, MEMORY_MB, DISK = 2, 1024, "4G"
 BAKER = [sys.executable, "-m", "baker"]
+TOOLS = ("script", "packer", "baker", "baker-lean")
 # Packer's own messages that start each phase (packer 1.6 QEMU builder)
 PACKER_MARKS = [("ssh", "Connected to SSH!"), ("provision", "Gracefully halting virtual machine"),
                 ("shutdown", "Converting hard drive"), ("export", None)]
@@ -266,27 +269,28 @@ def mib(n: float) -> str:
 
 
 def print_table(results: dict, skipped: dict[str, str]) -> None:
-    print(f"\n{'tool':8} {'runs':>4} {'wall min':>9} {'median':>8} {'output':>9} {'peak RSS':>9} "
+    print(f"\n{'tool':10} {'runs':>4} {'wall min':>9} {'median':>8} {'output':>9} {'peak RSS':>9} "
           f"{'QEMU RSS':>9}  phases (median, s)")
-    for tool in ("script", "packer", "baker"):
+    for tool in TOOLS:
         if tool in skipped:
-            print(f"{tool:8} skipped: {skipped[tool]}")
+            print(f"{tool:10} skipped: {skipped[tool]}")
             continue
         s = results.get(tool)
         if not s:
             continue
         if not s.get("ok"):
-            print(f"{tool:8} {s['runs']:>4} failed: {s.get('error', '')[-300:]}")
+            print(f"{tool:10} {s['runs']:>4} failed: {s.get('error', '')[-300:]}")
             continue
         phases = ", ".join(f"{k} {v:.1f}" for k, v in s["phases_median"].items())
-        print(f"{tool:8} {s['ok']:>4} {s['wall_min']:8.1f}s {s['wall_median']:7.1f}s {mib(s['size']):>9} "
+        print(f"{tool:10} {s['ok']:>4} {s['wall_min']:8.1f}s {s['wall_median']:7.1f}s {mib(s['size']):>9} "
               f"{mib(s['peak_rss']):>9} {mib(s['peak_qemu_rss']):>9}  {phases}")
-    b = results.get("baker", {})
-    for other in ("script", "packer"):
-        o = results.get(other, {})
-        if b.get("ok") and o.get("ok"):
-            print(f"baker/{other}: wall {b['wall_median'] / o['wall_median']:.2f}x (median), "
-                  f"{b['wall_min'] / o['wall_min']:.2f}x (min), output {b['size'] / o['size']:.2f}x")
+    for mine in ("baker", "baker-lean"):
+        b = results.get(mine, {})
+        for other in ("script", "packer"):
+            o = results.get(other, {})
+            if b.get("ok") and o.get("ok"):
+                print(f"{mine}/{other}: wall {b['wall_median'] / o['wall_median']:.2f}x (median), "
+                      f"{b['wall_min'] / o['wall_min']:.2f}x (min), output {b['size'] / o['size']:.2f}x")
 
 
 def host_info() -> dict:
@@ -301,12 +305,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3, help="runs per tool (default 3)")
     ap.add_argument("--quick", action="store_true", help="one run each")
-    ap.add_argument("--only", default="script,packer,baker", help="comma-separated tools to run")
+    ap.add_argument("--only", default=",".join(TOOLS), help="comma-separated tools to run")
     ap.add_argument("--no-demo", action="store_true", help="skip the nine-export demo build")
     ap.add_argument("--results", type=Path, default=BENCH / "results")
     args = ap.parse_args()
     runs = 1 if args.quick else max(1, args.runs)
-    tools = [t for t in ("script", "packer", "baker") if t in args.only.split(",")]
+    tools = [t for t in TOOLS if t in args.only.split(",")]
     base = Path(subprocess.run([str(ROOT / "scripts/build-base-image"), "--print-path"], capture_output=True,
                                text=True, check=True).stdout.strip())
     if not base.is_file():
@@ -338,8 +342,11 @@ def main() -> int:
                     assert packer is not None
                     r = run_packer(packer, base, checksum, work)
                 else:
+                    lean = ["-var", "compression_type=zstd", "-var", "cluster_size=262144"]
                     r, _ = run_baker(BENCH / "templates/debian-12-nginx-qcow2.yaml", base, checksum, work,
-                                     ["-var", f"base_image={base}", "-var", f"base_checksum={checksum}"])
+                                     ["-var", f"base_image={base}", "-var", f"base_checksum={checksum}",
+                                      *(lean if tool == "baker-lean" else [])])
+                    r.tool = tool
                 print(f"bench:   {'ok' if r.ok else 'FAILED'} in {r.wall:.1f}s, {mib(r.size)}, "
                       f"phases {r.phases}", flush=True)
                 if not r.ok:
@@ -362,10 +369,12 @@ def main() -> int:
     report["runs"] = {t: [asdict(r) for r in rs] for t, rs in all_runs.items()}
     report["summary"] = {t: summary(rs) for t, rs in all_runs.items()}
     report["skipped"] = skipped
-    b, p = report["summary"].get("baker", {}), report["summary"].get("packer", {})
-    if b.get("ok") and p.get("ok"):
-        report["targets"] = {"wall_vs_packer": b["wall_median"] / p["wall_median"],
-                             "size_vs_packer": b["size"] / p["size"]}
+    p = report["summary"].get("packer", {})
+    for mine in ("baker", "baker-lean"):
+        b = report["summary"].get(mine, {})
+        if b.get("ok") and p.get("ok"):
+            report.setdefault("targets", {})[mine] = {"wall_vs_packer": b["wall_median"] / p["wall_median"],
+                                                      "size_vs_packer": b["size"] / p["size"]}
     if "demo" in report:
         report.setdefault("targets", {})["demo_export_seconds"] = report["demo"]["phases"].get("export")
     print_table(report["summary"], skipped)

@@ -11,6 +11,10 @@
 #   BAKER_GEN_FSTRIM            fstrim -av, so the exported image is small
 #   BAKER_GEN_REMOVE_USER       remove the build user, its home, authorized_keys and sudoers rule
 #   BAKER_GEN_USER              the build user's name
+#   BAKER_GEN_MIN_APT           apt-get clean and drop /var/lib/apt/lists (a clone runs apt-get update first)
+#   BAKER_GEN_MIN_DOCS          remove /usr/share/doc (copyright files stay), info, lintian overrides
+#   BAKER_GEN_MIN_MAN           remove man pages
+#   BAKER_GEN_MIN_LOCALES       space-separated message catalogs to keep in /usr/share/locale; empty: all
 #   BAKER_GEN_POWEROFF          the command that powers off (default: poweroff); empty: don't power off
 #
 # Best-effort steps warn and go on; the credential steps are mandatory: if they fail we exit non-zero
@@ -23,6 +27,7 @@ cd /  # the build user's home (our cwd) is about to be deleted
 : "${BAKER_GEN_CLOUD_INIT_CLEAN:=1}" "${BAKER_GEN_MACHINE_ID:=1}" "${BAKER_GEN_SSH_HOST_KEYS:=1}"
 : "${BAKER_GEN_LOGS:=1}" "${BAKER_GEN_FSTRIM:=1}" "${BAKER_GEN_REMOVE_USER:=1}"
 : "${BAKER_GEN_USER:=}" "${BAKER_GEN_POWEROFF=poweroff}"
+: "${BAKER_GEN_MIN_APT:=0}" "${BAKER_GEN_MIN_DOCS:=0}" "${BAKER_GEN_MIN_MAN:=0}" "${BAKER_GEN_MIN_LOCALES:=}"
 
 say() { echo "generalize: $*"; }
 warn() { echo "generalize: WARNING: $*" >&2; }
@@ -102,6 +107,66 @@ clean_logs() {
   say "logs, shell histories and temp files cleared"
 }
 
+used_kib() { df -Pk / 2>/dev/null | awk 'NR == 2 { print $3 }'; }
+
+minimize() {
+  before=$(used_kib)
+  if [ "$BAKER_GEN_MIN_APT" = 1 ]; then
+    # the lists are stale by the time a clone boots anyway; pkgcache.bin and the .debs go with clean
+    if command -v apt-get >/dev/null 2>&1; then
+      apt-get clean || warn "apt-get clean failed"
+      find /var/lib/apt/lists -mindepth 1 -maxdepth 1 ! -name lock ! -name partial -exec rm -rf {} + \
+        2>/dev/null || true
+    fi
+    rm -f /var/cache/debconf/*-old /var/lib/dpkg/*-old
+  fi
+  excludes=""
+  if [ "$BAKER_GEN_MIN_DOCS" = 1 ]; then
+    find /usr/share/doc -mindepth 1 ! -type d ! -name copyright -delete 2>/dev/null || true
+    find /usr/share/doc -mindepth 1 -type d -empty -delete 2>/dev/null || true
+    rm -rf /usr/share/info/* /usr/share/lintian/* /usr/share/linda/*
+    excludes="$excludes
+path-exclude=/usr/share/doc/*
+path-include=/usr/share/doc/*/copyright
+path-exclude=/usr/share/info/*
+path-exclude=/usr/share/lintian/*"
+  fi
+  if [ "$BAKER_GEN_MIN_MAN" = 1 ]; then
+    rm -rf /usr/share/man/* /var/cache/man/*
+    excludes="$excludes
+path-exclude=/usr/share/man/*"
+  fi
+  if [ -n "$BAKER_GEN_MIN_LOCALES" ]; then
+    for d in /usr/share/locale/*/; do
+      [ -d "$d" ] || continue
+      l=$(basename "$d")
+      keep=0
+      for k in $BAKER_GEN_MIN_LOCALES; do
+        # "en" keeps en, en_GB, en@quot; "en_GB" keeps en_GB and en_GB@...
+        case $l in "$k"|"$k"_*|"$k"@*) keep=1 ;; esac
+      done
+      [ "$keep" = 1 ] || rm -rf "$d"
+    done
+    excludes="$excludes
+path-exclude=/usr/share/locale/*
+path-include=/usr/share/locale/locale.alias"
+    for k in $BAKER_GEN_MIN_LOCALES; do
+      excludes="$excludes
+path-include=/usr/share/locale/$k/*
+path-include=/usr/share/locale/${k}_*/*
+path-include=/usr/share/locale/$k@*/*"
+    done
+  fi
+  if [ -n "$excludes" ] && [ -d /etc/dpkg/dpkg.cfg.d ]; then
+    printf '# Written by baker generalize (minimize): packages installed later stay lean too.\n# Delete this file and reinstall packages to get the removed files back.%s\n' "$excludes" \
+      > /etc/dpkg/dpkg.cfg.d/90-baker-minimize
+  fi
+  after=$(used_kib)
+  if [ -n "$before" ] && [ -n "$after" ]; then
+    say "minimize freed $(( (before - after) / 1024 )) MiB"
+  fi
+}
+
 do_fstrim() {
   if command -v fstrim >/dev/null 2>&1; then
     fstrim -av || warn "fstrim failed (the disk may not support discard)"
@@ -159,6 +224,7 @@ if [ "$BAKER_GEN_REMOVE_USER" = 1 ]; then
     exit 3
   fi
 fi
+minimize
 # last: after the deletions above, so the freed blocks are trimmed too
 [ "$BAKER_GEN_FSTRIM" = 1 ] && do_fstrim
 sync

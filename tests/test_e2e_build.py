@@ -139,6 +139,21 @@ def test_image_is_generalized(booted: BootedImage, built: dict):
     assert out.strip().endswith("OK")
 
 
+def test_image_is_minimized_and_stays_lean(booted: BootedImage, built: dict):
+    freed = [e["message"] for e in built["events"] if "minimize freed" in e.get("message", "")]
+    assert freed, "generalize did not report what minimize freed"
+    _, out = booted.run("ls /var/lib/apt/lists/ | grep -c _Packages; ls /var/cache/apt/*.bin 2>&1 | head -1")
+    assert out.splitlines()[0].strip() == "0" and "No such file" in out, out
+    _, out = booted.run("cat /etc/dpkg/dpkg.cfg.d/90-baker-minimize; ls /usr/share/locale; "
+                        "find /usr/share/doc -type f ! -name copyright | wc -l; "
+                        "find /usr/share/doc -name copyright | wc -l")
+    lines = out.splitlines()
+    assert "path-exclude=/usr/share/man/*" in lines and "path-include=/usr/share/doc/*/copyright" in lines
+    assert "path-include=/usr/share/locale/en/*" in lines
+    assert int(lines[-2]) == 0 and int(lines[-1]) > 100  # licences stay
+    assert not [d for d in lines if re.fullmatch(r"[a-z]{2,3}(_[A-Z]{2})?", d) and not d.startswith("en")]
+
+
 # --- every export from the same build (issue: export to every hypervisor) --------------------------
 
 DISKS = {  # file → qemu-img format

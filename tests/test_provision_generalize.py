@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from baker.provision.generalize import generalize_command, generalize_env, shipped_script
-from baker.template.model import GeneralizeConfig
+from baker.template.model import GeneralizeConfig, MinimizeConfig
 
 SHIPPED = ["generalize.sh", "wait-cloud-init.sh", "apt-upgrade.sh"]
 STUB = 'echo "user=$BAKER_GEN_USER trim=$BAKER_GEN_FSTRIM mid=$BAKER_GEN_MACHINE_ID off=$BAKER_GEN_POWEROFF"'
@@ -58,8 +58,9 @@ def test_shipped_scripts_parse(name: str) -> None:
 def test_real_generalize_with_every_step_off_only_powers_off() -> None:
     if subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip() != "0":
         pytest.skip("generalize.sh refuses to run as non-root")
+    # minimize.apt would clean this host's apt: every step off must touch nothing
     cfg = GeneralizeConfig(cloud_init_clean=False, machine_id=False, ssh_host_keys=False, logs=False,
-                           fstrim=False, remove_build_user=True)
+                           fstrim=False, remove_build_user=True, minimize=MinimizeConfig(apt=False))
     # remove_build_user with user root is a no-op by design: root is never removed
     out = sh(generalize_command(cfg, "root", poweroff_command="echo POWEROFF-CALLED"))
     assert out.returncode == 0, out.stderr
@@ -90,3 +91,13 @@ def test_wait_cloud_init_without_cloud_init(tmp_path: Path) -> None:
     out = subprocess.run(["/bin/sh", str(shipped_script("wait-cloud-init.sh"))], capture_output=True,
                          text=True, env={"PATH": str(tmp_path)}, timeout=30)
     assert out.returncode == 0 and "not installed" in out.stdout
+
+
+def test_minimize_reaches_the_script_as_flags() -> None:
+    env = generalize_env(GeneralizeConfig(), "baker", "poweroff")
+    assert (env["BAKER_GEN_MIN_APT"], env["BAKER_GEN_MIN_DOCS"], env["BAKER_GEN_MIN_MAN"]) == ("1", "0", "0")
+    assert env["BAKER_GEN_MIN_LOCALES"] == ""
+    env = generalize_env(GeneralizeConfig(minimize=MinimizeConfig(apt=False, docs=True, man=True,
+                                                                  locales=["en", "de"])), "baker", None)
+    assert (env["BAKER_GEN_MIN_APT"], env["BAKER_GEN_MIN_DOCS"], env["BAKER_GEN_MIN_MAN"]) == ("0", "1", "1")
+    assert env["BAKER_GEN_MIN_LOCALES"] == "en de"

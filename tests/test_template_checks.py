@@ -181,3 +181,11 @@ def test_trailing_slash_survives_path_resolution(tmp_path):
     t = load_template(tmp_path / "t.yaml")
     assert t.provisioners[0].source == f"{tmp_path}/www/"
     assert t.provisioners[1].source == f"{tmp_path}/www"
+
+
+def test_minimize_locales_must_be_locale_names(tmp_path: Path) -> None:
+    text = BASE + "generalize:\n  minimize:\n    locales: [en, 'de; rm -rf /']\n"
+    assert fails(tmp_path, text).startswith(at(tmp_path, 7, 19, "generalize.minimize.locales[1]")
+                                            + "'de; rm -rf /' is not a locale name")
+    t = ok(tmp_path, BASE + "generalize:\n  minimize: {locales: [en, pt_BR, sr@latin], docs: true}\n")
+    assert t.generalize.minimize.locales == ["en", "pt_BR", "sr@latin"] and t.generalize.minimize.apt

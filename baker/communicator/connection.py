@@ -122,7 +122,7 @@ class SSHConnection:
                 self.log.info("SSH connected as %s after %.0fs (host key %s)", self.username,
                               time.monotonic() - start, fp)
                 return
-            self._sleep(min(self.retry_pause * min(attempt, 3), max(0.0, deadline - time.monotonic())),
+            self._sleep(min(self.retry_pause, max(0.0, deadline - time.monotonic())),
                         alive)
 
     def reconnect(self, timeout: float | None = None) -> None:

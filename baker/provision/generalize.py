@@ -37,6 +37,10 @@ def generalize_env(cfg: GeneralizeConfig, username: str, poweroff_command: str |
         "BAKER_GEN_LOGS": flag[cfg.logs],
         "BAKER_GEN_FSTRIM": flag[cfg.fstrim],
         "BAKER_GEN_REMOVE_USER": flag[cfg.remove_build_user],
+        "BAKER_GEN_MIN_APT": flag[cfg.minimize.apt],
+        "BAKER_GEN_MIN_DOCS": flag[cfg.minimize.docs],
+        "BAKER_GEN_MIN_MAN": flag[cfg.minimize.man],
+        "BAKER_GEN_MIN_LOCALES": " ".join(cfg.minimize.locales),
         "BAKER_GEN_USER": username,
         "BAKER_GEN_POWEROFF": poweroff_command or "",
     }

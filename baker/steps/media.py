@@ -29,6 +29,21 @@ class MakeSeed:
                 password=t.communicator.ssh_password,
             )
             s.cdroms.append(s.seed)
+            self._say_lean_boot(s)
+
+    def _say_lean_boot(self, s: BuildState) -> None:
+        from baker.lean_boot import lean_module_lists
+
+        ci = s.template.source.cloud_init
+        if not ci.lean_boot:
+            return
+        lists, why_not = lean_module_lists(ci.user_data or {}, password=s.template.communicator.ssh_password
+                                           is not None)
+        if why_not:
+            s.log.info("lean boot off: %s; cloud-init runs every module on the build boot", why_not)
+        else:
+            s.log.debug("lean boot: cloud-init config modules %s, final modules %s",
+                        lists["cloud_config_modules"], lists["cloud_final_modules"])
 
     def cleanup(self, s: BuildState) -> None:
         pass  # keys and seed live in the 0700 work dir, removed with it

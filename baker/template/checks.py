@@ -29,6 +29,7 @@ from baker.template.yamlnodes import Problems, did_you_mean
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _MODE = re.compile(r"0?[0-7]{3,4}")
+_LOCALE = re.compile(r"[a-z]{2,3}(_[A-Z]{2})?(@[a-z]+)?")
 CHECKSUM_HINT = ("write none, <algo>:<hex> (" + ", ".join(f"{a}: {n} hex digits" for a, n in ALGOS.items())
                  + "), bare hex (type from its length), or file:<url-or-path> of a SUMS file")
 # (class, field) pairs whose local paths must exist when the template is loaded
@@ -216,6 +217,11 @@ def check(t: Template, where: Where) -> None:
                             "quote it so YAML keeps it as text: mode: \"0644\"")
         if getattr(p, "max_retries", 0) < 0:
             where.error(f"{ppath}.max_retries", "max_retries must not be negative")
+
+    for i, loc in enumerate(t.generalize.minimize.locales):
+        lpath = f"generalize.minimize.locales[{i}]"
+        if not bad(lpath) and not _LOCALE.fullmatch(loc):
+            where.error(lpath, f"'{loc}' is not a locale name", "e.g. en, en_GB, pt_BR, sr@latin")
 
     _check_lifecycle(t, where)
 

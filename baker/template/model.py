@@ -66,6 +66,9 @@ class CloudInitConfig:
     user_data: dict[str, Any] = opt({}, "cloud-config merged over baker's (build user, SSH key, host key)")
     meta_data: dict[str, Any] = opt({}, "NoCloud meta-data merged over baker's (instance-id, hostname)")
     network_config: dict[str, Any] | None = opt(None, "NoCloud network-config (version 2); none: DHCP")
+    lean_boot: bool = opt(
+        True, "skip cloud-init's config and final modules on the build boot (each clone runs them at its "
+              "own first boot); off when user_data needs one baker does not know")
 
 
 @dataclass
@@ -245,6 +248,20 @@ class ShutdownConfig:
 
 
 @dataclass
+class MinimizeConfig:
+    """What generalize removes to make the image smaller: fewer bytes to ship and less to scan.
+
+    docs/man/locales also leave a dpkg path-exclude file, so packages installed later on a clone stay
+    lean too (as Ubuntu's minimal images do); `unminimize` is deleting that file and reinstalling."""
+
+    apt: bool = opt(True, "apt-get clean and drop the package lists (a clone runs apt-get update first)")
+    docs: bool = opt(False, "remove /usr/share/doc (copyright files stay), info and lintian overrides")
+    man: bool = opt(False, "remove man pages")
+    locales: list[str] = opt([], "keep only these message catalogs in /usr/share/locale (e.g. [en, de]); "
+                                 "empty keeps all")
+
+
+@dataclass
 class GeneralizeConfig:
     """Run inside the guest right before shutdown so clones are distinct and credentials are gone."""
 
@@ -255,6 +272,7 @@ class GeneralizeConfig:
     ssh_host_keys: bool = opt(True, "remove SSH host keys, so each clone makes its own")
     logs: bool = opt(True, "truncate logs and shell history")
     fstrim: bool = opt(True, "trim free space so the exported image is small")
+    minimize: MinimizeConfig = opt(factory=MinimizeConfig, text="remove caches and, opt-in, docs/man/locales")
 
 
 POLICY_CHECKS = ("password_ssh_login", "empty_passwords", "build_user", "leftover_secrets",
