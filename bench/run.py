@@ -309,6 +309,8 @@ def main() -> int:
     ap.add_argument("--no-demo", action="store_true", help="skip the nine-export demo build")
     ap.add_argument("--results", type=Path, default=BENCH / "results")
     args = ap.parse_args()
+    # a SIGTERM (timeout, kill) unwinds like Ctrl-C, so `timed` kills the tool's process group
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     runs = 1 if args.quick else max(1, args.runs)
     tools = [t for t in TOOLS if t in args.only.split(",")]
     base = Path(subprocess.run([str(ROOT / "scripts/build-base-image"), "--print-path"], capture_output=True,
