@@ -7,7 +7,7 @@ export BAKER_BASE_IMAGE ?= $(BASE_IMAGE)
 # the base image's sha256sum line sits beside it: the demo build verifies the base like any download
 export BAKER_BASE_CHECKSUM ?= file:$(BAKER_BASE_IMAGE).sha256
 
-.PHONY: setup base-image demo images test test-unit test-slow lint bench clean FORCE
+.PHONY: setup base-image demo images test test-unit test-slow lint bench bench-scaling clean FORCE
 
 setup: $(VENV)/.done
 $(VENV)/.done: pyproject.toml scripts/deps-debian.txt scripts/setup-host
@@ -67,6 +67,13 @@ lint: setup
 BENCH_FLAGS ?=
 bench: setup base-image
 	$(PY) bench/run.py $(BENCH_FLAGS)
+
+# 1, 2 and 4 builds at a time over one template's four builds (1 vCPU, 1024 MiB each): wall time,
+# per-build time, QEMU and process-tree memory, MemAvailable, load. SCALING_FLAGS="--jobs 1,2
+# --builds 2 --cpus 2 --memory 2048 ..."; results in bench/results/scaling-*.json. On a quiet host.
+SCALING_FLAGS ?=
+bench-scaling: setup base-image
+	$(PY) bench/scaling.py $(SCALING_FLAGS)
 
 clean:
 	rm -rf images/*/ .pytest_cache
