@@ -355,7 +355,14 @@ def cmd_build(args: argparse.Namespace) -> int:
         reporter = Reporter(mode, build=t.name, log_file=log_file)
         for w in t.warnings:
             reporter.event("warning", message=str(w))
-        t.checkpoints = t.checkpoints or args.checkpoint
+        if args.checkpoint and not t.checkpoints:
+            from baker.template.checks import checkpoints_unsupported
+
+            why = checkpoints_unsupported(t)
+            if why is None:
+                t.checkpoints = True
+            else:  # the flag is a wish for speed, not a reason to fail the build
+                reporter.event("warning", message=f"--checkpoint is ignored: {why[0]} ({why[1]})")
         out = args.output_dir or Path("images") / t.name
         options = BuildOptions(output_dir=out.resolve(), on_error=args.on_error,
                                keep_workdir=args.keep_workdir, export_jobs=args.export_jobs,
