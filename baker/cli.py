@@ -275,7 +275,8 @@ def _deps_makefile(args: argparse.Namespace) -> int:
     if build_names(args.template):
         for p in _selected(args):
             _warn(p.model)
-            builds.append((p.model, p.build))
+            if p.build is not None:
+                builds.append((p.model, p.build))
     atomic_write(args.makefile, build_targets(str(args.template), builds, args.images_dir.resolve(),
                                               args.makefile.resolve()))
     return 0
