@@ -303,6 +303,23 @@ builds: [{name: bios}, {name: uefi, machine: {firmware: uefi}}]
     assert any("--only efi2" in b for b in built), built
 
 
+def test_deps_makefile_refuses_o_and_writes_nothing_for_a_template_that_does_not_load(tmp_path: Path):
+    text = project(tmp_path).read_text().replace("name: t", "name: web")
+    text += "builds: [{name: bios}, {name: uefi, machine: {firmwre: uefi}}]\n"
+    web = write_template(tmp_path / "web.yaml", text)
+
+    def deps(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*BAKER, "deps", str(web), "--makefile", "web.mk", *args], cwd=tmp_path,
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    r = deps("-o", "out")
+    assert r.returncode == 2 and "--makefile puts each build in --images-dir" in r.stderr, r.stderr
+    r = deps()
+    assert r.returncode == 2 and "web.yaml:13:47: machine.firmwre: unknown key" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "web.mk").exists()  # Make then builds it by the plain rule, which fails loudly
+
+
 # --- locks --------------------------------------------------------------------------------------
 
 _HOLDER = """
