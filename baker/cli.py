@@ -117,6 +117,11 @@ def parser() -> argparse.ArgumentParser:
     _add_template_args(dp)
     _add_selection_args(dp)
     dp.add_argument("--output-dir", "-o", type=Path, help="the build's output dir (default: images/<name>)")
+    dp.add_argument("--makefile", type=Path, metavar="FILE",
+                    help="write a makefile fragment instead: one Make target per named build (images/"
+                         "<name>-<build>/manifest.json, built with --only) and its rule; see the Makefile")
+    dp.add_argument("--images-dir", type=Path, default=Path("images"), metavar="DIR",
+                    help="where each build's output dir goes: DIR/<its name> (default: images)")
 
     d = sub.add_parser("doctor", help="what baker will use on this host, and why",
                        description="QEMU and qemu-img versions, the accelerator decision and where it is "
@@ -245,13 +250,35 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_deps(args: argparse.Namespace) -> int:
     from baker.incremental import make_rule
 
+    if args.makefile is not None:
+        return _deps_makefile(args)
     selected = _selected(args)
     if args.output_dir and len(selected) > 1:
         raise _usage("--output-dir names one build's output; this template has several builds",
                      "pick one with --only NAME, or leave -o out (each goes to images/<its name>)")
     for p in selected:
         _warn(p.model)
-        sys.stdout.write(make_rule(p.model, (args.output_dir or Path("images") / p.name).resolve()))
+        sys.stdout.write(make_rule(p.model, (args.output_dir or args.images_dir / p.name).resolve()))
+    return 0
+
+
+def _deps_makefile(args: argparse.Namespace) -> int:
+    """`deps --makefile F`: a plain template is not even loaded (its pattern rule builds it, and its
+    inputs, an installer ISO say, may not exist yet); one with builds gets a target per build."""
+    from baker.fsutil import atomic_write
+    from baker.incremental.deps import build_targets
+    from baker.template.builds import build_names
+
+    if args.output_dir is not None:
+        raise _usage("--makefile puts each build in --images-dir DIR/<its name>; -o names one output")
+    builds = []
+    if build_names(args.template):
+        for p in _selected(args):
+            _warn(p.model)
+            if p.build is not None:
+                builds.append((p.model, p.build))
+    atomic_write(args.makefile, build_targets(str(args.template), builds, args.images_dir.resolve(),
+                                              args.makefile.resolve()))
     return 0
 
 
@@ -355,7 +382,14 @@ def cmd_build(args: argparse.Namespace) -> int:
         reporter = Reporter(mode, build=t.name, log_file=log_file)
         for w in t.warnings:
             reporter.event("warning", message=str(w))
-        t.checkpoints = t.checkpoints or args.checkpoint
+        if args.checkpoint and not t.checkpoints:
+            from baker.template.checks import checkpoints_unsupported
+
+            why = checkpoints_unsupported(t)
+            if why is None:
+                t.checkpoints = True
+            else:  # the flag is a wish for speed, not a reason to fail the build
+                reporter.event("warning", message=f"--checkpoint is ignored: {why[0]} ({why[1]})")
         out = args.output_dir or Path("images") / t.name
         options = BuildOptions(output_dir=out.resolve(), on_error=args.on_error,
                                keep_workdir=args.keep_workdir, export_jobs=args.export_jobs,

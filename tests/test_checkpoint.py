@@ -333,7 +333,7 @@ def test_plan_has_checkpoint_steps_only_when_asked(tmp_path: Path):
     assert {type(s) for s in plan_steps(load_template(p, environ={}))} >= {SaveCheckpoint, WaitAfterResume}
 
 
-def test_checkpoints_need_a_cloud_image_and_ssh(tmp_path: Path):
+def test_checkpoints_need_the_ssh_communicator(tmp_path: Path):
     from baker.errors import TemplateError
 
     p = project(tmp_path, extra="communicator: {type: none}\n")
@@ -341,5 +341,64 @@ def test_checkpoints_need_a_cloud_image_and_ssh(tmp_path: Path):
                                        '  - {type: shell, inline: ["echo three"]}\n', ""))
     with pytest.raises(TemplateError) as e:
         load_template(p, environ={})
-    assert "t.yaml:3:14: checkpoints: checkpoints need a cloud_image source and the ssh communicator" \
-        in str(e.value)
+    assert "t.yaml:3:14: checkpoints: checkpoints need the ssh communicator" in str(e.value)
+
+
+def _iso_template(tmp: Path, *, checkpoints: bool) -> Path:
+    """An installer-ISO template; its ISO is a stand-in whose checksum does not match, so a build of it
+    stops verifying the download, before any VM starts."""
+    (tmp / "install.iso").write_bytes(b"not an installer")
+    return write_template(tmp / "iso.yaml", f"""\
+name: inst
+{"checkpoints: true" if checkpoints else ""}
+source:
+  iso: {{iso_url: install.iso, iso_checksum: "sha256:{"0" * 64}"}}
+  cloud_init: {{enabled: false}}
+provisioners:
+  - {{type: shell, inline: ["echo one"]}}
+""")
+
+
+def test_checkpoints_true_in_an_iso_template_is_an_error_at_the_key(tmp_path: Path):
+    from baker.errors import TemplateError
+
+    with pytest.raises(TemplateError) as e:
+        load_template(_iso_template(tmp_path, checkpoints=True), environ={})
+    assert "iso.yaml:2:14: checkpoints: checkpoints do not work with an installer ISO source" in str(e.value)
+    assert "source: {image: ...}" in str(e.value)  # the hint names the way that works
+
+
+def test_the_checkpoint_flag_on_an_iso_template_warns_and_plans_no_checkpoint(tmp_path: Path):
+    import sys
+
+    from tests.helpers.paths import ROOT
+
+    t = load_template(_iso_template(tmp_path, checkpoints=False), environ={})
+    t.checkpoints = True  # what the flag asked for: the plan still has no checkpoint step
+    assert not any(s.name.startswith("checkpoint") for s in plan_steps(t))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "BAKER_CACHE_DIR": str(tmp_path / "cache")}
+    r = subprocess.run([sys.executable, "-m", "baker", "build", "iso.yaml", "--checkpoint", "--json",
+                        "--no-store", "-o", "out"], cwd=tmp_path, capture_output=True, text=True, env=env,
+                       timeout=120)
+    events = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    warnings = [e["message"] for e in events if e["event"] == "warning"]
+    assert any(w.startswith("--checkpoint is ignored: checkpoints do not work with an installer ISO source")
+               for w in warnings), r.stdout + r.stderr
+    failed = [e for e in events if e["event"] == "build_failed"]
+    assert failed and failed[0]["step"] == "fetch-source", r.stdout + r.stderr  # the stand-in ISO
+    assert not any(e["event"] == "step_start" and e["step"].startswith("checkpoint") for e in events)
+
+
+def test_a_layer_may_keep_checkpoints(tmp_path: Path):
+    """source.image becomes a cloud-image build on the parent's qcow2, so checkpoints work there."""
+    project(tmp_path)
+    (tmp_path / "t.yaml").rename(tmp_path / "parent.yaml")
+    p = write_template(tmp_path / "layer.yaml", """\
+name: layer
+checkpoints: true
+source: {image: parent.yaml}
+provisioners: [{type: shell, inline: ["echo layer"]}]
+""")
+    t = load_template(p, environ={})
+    assert t.checkpoints
+    assert "checkpoint[1]" in [s.name for s in plan_steps(t)]

@@ -232,6 +232,94 @@ def test_make_uses_the_rule_to_rebuild_only_what_changed(tmp_path: Path):
     assert gone.returncode == 0 and "built one" in gone.stdout
 
 
+def _fake_baker(tmp: Path) -> Path:
+    """`deps` is the real baker; `build` only logs its arguments and writes the -o dir's manifest."""
+    fake = tmp / "fake-baker"
+    fake.write_text(f"""#!{sys.executable}
+import subprocess, sys
+from pathlib import Path
+argv = sys.argv[1:]
+if argv[0] == "deps":
+    sys.exit(subprocess.run([{sys.executable!r}, "-m", "baker", *argv]).returncode)
+with open({str(tmp / "builds.log")!r}, "a") as log:
+    log.write(" ".join(argv) + "\\n")
+out = Path(argv[argv.index("-o") + 1])
+out.mkdir(parents=True, exist_ok=True)
+(out / "manifest.json").write_text("{{}}")
+""")
+    fake.chmod(0o755)
+    return fake
+
+
+def test_make_images_builds_each_named_build_of_a_template_with_only(tmp_path: Path):
+    """The repository's Makefile with real GNU make (and a stand-in for `baker build`): a template with
+    `builds:` is one target per build, built with --only into images/<name>-<build>; a plain one
+    beside it keeps its one target; a second run does nothing; a script rebuilds only its users."""
+    tdir, images, venv = tmp_path / "templates", tmp_path / "images", tmp_path / "venv"
+    tdir.mkdir()
+    venv.mkdir()
+    (venv / ".done").touch()  # the Makefile's setup prerequisite, already satisfied
+    project(tdir)
+    (tdir / "t.yaml").rename(tdir / "plain.yaml")
+    (tdir / "vars.yaml").unlink()  # not a template
+    (tdir / "web.sh").write_text("echo web\n")
+    write_template(tdir / "web.yaml", """\
+name: web
+source: {cloud_image: {url: base.qcow2, checksum: none}}
+provisioners: [{type: shell, script: web.sh}]
+builds: [{name: bios}, {name: uefi, machine: {firmware: uefi}}]
+""")
+    log = tmp_path / "builds.log"
+
+    def make(*args: str) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+        before = log.read_text().splitlines() if log.exists() else []
+        r = subprocess.run(["make", "--no-print-directory", "-C", str(ROOT), *args, f"TEMPLATE_DIR={tdir}",
+                            f"IMAGES_DIR={images}", f"BAKER={_fake_baker(tmp_path)}", f"VENV={venv}"],
+                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                           timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r, (log.read_text().splitlines() if log.exists() else [])[len(before):]
+
+    _, built = make("-j2", "images")
+    assert sorted(b.split(" -o ")[1].split()[0] for b in built) == \
+        [str(images / n) for n in ("plain", "web-bios", "web-uefi")]
+    only = {b.split("--only ")[1].split()[0]: b for b in built if "--only" in b}
+    assert set(only) == {"bios", "uefi"}
+    assert only["uefi"].endswith(f"-o {images / 'web-uefi'} {tdir / 'web.yaml'}")
+    assert f"--deps-file {images / 'web-uefi'}.d" in only["uefi"]
+    mk = (images / "web.mk").read_text()
+    assert "IMAGE_BUILD_ONLY := bios" in mk and "web.sh" in mk
+    assert (images / "plain.mk").read_text().count("\n") == 2  # a plain template: not loaded, no targets
+    r, built = make("images")
+    assert built == [] and "deps" not in r.stdout, r.stdout  # nothing changed: nothing runs, not even deps
+    time.sleep(1.1)
+    (tdir / "web.sh").write_text("echo web v2\n")
+    _, built = make("images")
+    assert sorted(b.split("--only ")[1].split()[0] for b in built) == ["bios", "uefi"]
+    time.sleep(1.1)  # a new build in the template: its fragment is remade and the new build runs
+    (tdir / "web.yaml").write_text((tdir / "web.yaml").read_text().replace("{name: bios}",
+                                                                           "{name: bios}, {name: efi2}"))
+    _, built = make("images")
+    assert any("--only efi2" in b for b in built), built
+
+
+def test_deps_makefile_refuses_o_and_writes_nothing_for_a_template_that_does_not_load(tmp_path: Path):
+    text = project(tmp_path).read_text().replace("name: t", "name: web")
+    text += "builds: [{name: bios}, {name: uefi, machine: {firmwre: uefi}}]\n"
+    web = write_template(tmp_path / "web.yaml", text)
+
+    def deps(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*BAKER, "deps", str(web), "--makefile", "web.mk", *args], cwd=tmp_path,
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+    r = deps("-o", "out")
+    assert r.returncode == 2 and "--makefile puts each build in --images-dir" in r.stderr, r.stderr
+    r = deps()
+    assert r.returncode == 2 and "web.yaml:13:47: machine.firmwre: unknown key" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "web.mk").exists()  # Make then builds it by the plain rule, which fails loudly
+
+
 # --- locks --------------------------------------------------------------------------------------
 
 _HOLDER = """

@@ -179,3 +179,21 @@ def test_docs_unknown_section_suggests_and_exits_2():
 
 def test_schema_json_is_stable_text():
     assert json.loads(schema_text()) == SCHEMA
+
+
+def test_docs_has_a_builds_section_and_the_schema_uses_its_text():
+    from baker.template.builds import OVERRIDABLE
+
+    assert "  builds " in baker("docs").stdout
+    assert "builds: list of mapping (section)\n" in baker("docs", "template").stdout
+    r = baker("docs", "builds")
+    assert r.returncode == 0, r.stderr
+    assert "<template name>-<build name>" in " ".join(r.stdout.split())
+    assert "name: string\n    default: required\n" in r.stdout
+    assert "machine: as the top-level machine\n    default: the template's\n" in r.stdout
+    assert "    see: baker docs machine\n" in r.stdout
+    items = SCHEMA["properties"]["builds"]["items"]
+    assert set(items["properties"]) == {"name", *OVERRIDABLE}
+    assert {k.name: k.help for k in sections()["builds"].keys} == \
+        {k: v["description"] for k, v in items["properties"].items()}
+    assert "builds" not in SCHEMA["$defs"]

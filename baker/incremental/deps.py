@@ -1,5 +1,9 @@
 """`baker deps` and `build --deps-file`: a Make rule from the artifacts to every local input, as
-`gcc -MD -MP` writes one, so a Makefile can `-include images/*.d` and know when to rebuild."""
+`gcc -MD -MP` writes one, so a Makefile can `-include images/*.d` and know when to rebuild.
+
+`baker deps --makefile F` goes one step further for a template with `builds:`: Make cannot know its
+builds, so F names them (one target per build, with the template and build name as target-specific
+variables for the Makefile's recipe to run `baker build --only`), and holds each build's rule."""
 
 from __future__ import annotations
 
@@ -75,3 +79,28 @@ def make_rule(t: Template, output_dir: Path) -> str:
 
 def write_deps_file(path: Path, t: Template, output_dir: Path) -> Path:
     return atomic_write(path, make_rule(t, output_dir))
+
+
+# the Make variables a --makefile file sets (the repository's Makefile reads them)
+WITH_BUILDS, BUILD_MANIFESTS = "IMAGE_TEMPLATES_WITH_BUILDS", "IMAGE_BUILD_MANIFESTS"
+BUILD_TEMPLATE, BUILD_ONLY = "IMAGE_BUILD_TEMPLATE", "IMAGE_BUILD_ONLY"
+
+
+def build_targets(template: str, builds: list[tuple[Template, str]], images_dir: Path, makefile: Path) -> str:
+    """A makefile fragment: every build of `template` (as given, so the includer can filter it out of
+    its one-output-per-template rule) as the target `images_dir/<name>-<build>/manifest.json`, with
+    its rule. Without builds only the fragment's own prerequisite: the template's pattern rule builds it."""
+    value = template.replace("$", "$$")
+    lines = [f"# {_show(makefile)}: written by `baker deps --makefile` from {template}; -include it (see the "
+             "repository's Makefile)"]
+    sources = [Path(template).resolve()] + [f for t, _ in builds for f in t.included_files]
+    lines.append(f"{_esc(_show(makefile))}: " + " ".join(dict.fromkeys(_esc(_show(p)) for p in sources)))
+    if not builds:
+        return "\n".join(lines) + "\n"
+    outs = [(t, b, images_dir / t.name) for t, b in builds]
+    manifests = [_esc(_show(out / "manifest.json")) for _, _, out in outs]
+    lines += [f"{WITH_BUILDS} += {value}", f"{BUILD_MANIFESTS} += {' '.join(manifests)}", ""]
+    for (t, b, out), target in zip(outs, manifests, strict=True):
+        lines += [f"{target}: {BUILD_TEMPLATE} := {value}", f"{target}: {BUILD_ONLY} := {b}",
+                  make_rule(t, out)]
+    return "\n".join(lines)

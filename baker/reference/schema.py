@@ -148,17 +148,13 @@ def section_schema(section: Section, index: dict[str, Section]) -> dict[str, Any
     return out
 
 
-def builds_schema() -> dict[str, Any]:
-    """`builds:` entries override whole or partial top-level sections, so only their shape is checked."""
-    over = {k: {"description": f"this build's {k} (mappings merge key by key; null removes a key)"}
-            for k in builds.OVERRIDABLE}
-    item = {"type": "object", "required": ["name"], "additionalProperties": False,
-            "properties": {"name": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$",
-                                    "description": "the build's name: it is built as <name>-<this>"},
-                           **over}}
-    return {"description": "several named builds sharing the provisioners (Packer's sources); "
-                           "each builds as <name>-<build name> into images/<name>-<build name>",
-            "type": "array", "minItems": 1, "items": item}
+def builds_schema(key: Key, section: Section) -> dict[str, Any]:
+    """`builds:` entries override whole or partial top-level sections, so only their shape is checked;
+    the descriptions are the ones `baker docs builds` prints."""
+    props: dict[str, Any] = {k.name: {"description": k.help} for k in section.keys}
+    props["name"] |= {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9._-]*$"}
+    item = {"type": "object", "required": ["name"], "additionalProperties": False, "properties": props}
+    return {"description": key.help, "type": "array", "minItems": 1, "items": item}
 
 
 def template_schema() -> dict[str, Any]:
@@ -167,8 +163,9 @@ def template_schema() -> dict[str, Any]:
                   "description": "a Jinja expression, rendered when the template loads"}
     defs: dict[str, Any] = {"expression": expression}
     for path, section in index.items():
-        if path and not section.variants and def_name(path, index) == path:
+        if path and path != builds.KEY and not section.variants and def_name(path, index) == path:
             defs[path] = section_schema(section, index)
     top = section_schema(index[""], index)
-    top["properties"][builds.KEY] = builds_schema()
+    top["properties"][builds.KEY] = builds_schema(next(k for k in index[""].keys if k.name == builds.KEY),
+                                                  index[builds.KEY])
     return {"$schema": DIALECT, "title": "baker template", **top, "$defs": defs}

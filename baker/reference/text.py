@@ -22,6 +22,8 @@ class UnknownSection(BakerError):
 
 
 def type_text(key: Key, index: dict[str, Section], path: str) -> str:
+    if "type_text" in key.meta:
+        return key.meta["type_text"]
     sub = f"{path}.{key.name}" if path else key.name
     if sub in index and index[sub].variants:
         return "list of: " + ", ".join(index[v].tag or v for v in index[sub].variants)
@@ -53,6 +55,8 @@ def _hint_text(tp: Any) -> str:
 def _default_text(key: Key) -> str:
     if key.required:
         return "required"
+    if "default_text" in key.meta:
+        return key.meta["default_text"]
     if dataclasses.is_dataclass(key.default):
         return "its own defaults"
     if key.default is None or key.default in ("", [], {}):
@@ -106,7 +110,7 @@ def render_section(name: str) -> str:
             lines.append(f"    aliases: {', '.join(key.aliases)}")
         if key.help:
             lines += textwrap.wrap(key.help, WIDTH, initial_indent="    ", subsequent_indent="    ")
-        sub = f"{path}.{key.name}" if path else key.name
+        sub = key.meta.get("see") or (f"{path}.{key.name}" if path else key.name)
         if sub in index:
             lines.append(f"    see: baker docs {sub}")
     return "\n".join(lines)

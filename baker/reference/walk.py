@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from baker.export import EXPORTERS
-from baker.template import model
+from baker.template import builds, model
 from baker.template.convert import type_hints, unwrap_optional
 from baker.template.loader import USER_KEYS
 
@@ -102,6 +102,9 @@ def sections() -> dict[str, Section]:
     out["variables"] = Section("variables", model.Variable,
                                "name: declaration (or name: default value); used as {{ var.NAME }}. "
                                + doc_of(model.Variable), keys_of(model.Variable))
+    key, section = builds_section(out[""])
+    out[""].keys.append(key)
+    out[builds.KEY] = section
     exports = Section("exports", list, next(k.help for k in out[""].keys if k.name == "exports"), [])
     out["exports"] = exports
     for type_name, exporter in sorted(EXPORTERS.items()):
@@ -114,6 +117,31 @@ def sections() -> dict[str, Section]:
     order = [k.name for k in out[""].keys]
     return dict(sorted(out.items(), key=lambda kv: (order.index(kv[0].split(".")[0]) + 1
                                                     if kv[0] else 0, kv[0])))
+
+
+BUILDS_DOC = ("Several named builds of one template, sharing its variables and provisioners (Packer's "
+              "sources); each entry is a name and the top-level sections it overrides. A build is "
+              "<template name>-<build name> everywhere: its output images/<that>/, lock, Make rule, store "
+              "name and --if-changed record. `--only`/`--except` pick builds; `baker build -j N` runs them "
+              "side by side; `baker deps --makefile` gives Make one target per build.")
+
+
+def builds_section(top: Section) -> tuple[Key, Section]:
+    """`builds:` is read from YAML nodes (baker.template.builds), not from a dataclass: its key in the
+    top level and its own section, with the help text the JSON Schema also uses."""
+    hints = {k.name: k.hint for k in top.keys}
+    name = Key("name", str, False, True, dataclasses.MISSING,
+               "the build's name (letters, digits, '.', '_', '-'): it builds as <template name>-<this>",
+               [], {})
+    overrides = [Key(k, hints.get(k, Any), True, False, None,
+                     f"this build's {k} (mappings merge key by key, lists and scalars replace, null removes "
+                     "a key)", [], {"default_text": "the template's", "type_text": f"as the top-level {k}",
+                                    "see": k})
+                 for k in builds.OVERRIDABLE]
+    key = Key(builds.KEY, list[builds.BuildDecl], False, False, [],
+              "several named builds sharing the provisioners (Packer's sources); each builds as "
+              "<name>-<build name> into images/<name>-<build name>", [], {})
+    return key, Section(builds.KEY, builds.BuildDecl, BUILDS_DOC, [name, *overrides])
 
 
 def join(path: str, key: str) -> str:

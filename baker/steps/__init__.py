@@ -17,11 +17,12 @@ from baker.steps.record import Publish, RecordManifest
 from baker.steps.shutdown import ShutDown
 from baker.steps.source import CreateDisk, FetchSource
 from baker.steps.store import RecordInStore
+from baker.template.checks import checkpoints_unsupported
 from baker.template.model import Template
 
 
 def plan_steps(t: Template, *, apt_cache: bool = False) -> list:
-    checkpoints = t.checkpoints and t.communicator.type == "ssh" and t.source.cloud_image is not None
+    checkpoints = t.checkpoints and checkpoints_unsupported(t) is None
     provisions = [Provision(i, p) for i, p in enumerate(t.provisioners, 1)]
     steps: list = [PrepareDirs(), FetchSource(), CreateDisk()]
     if checkpoints:

@@ -226,6 +226,26 @@ def check(t: Template, where: Where) -> None:
     _check_lifecycle(t, where)
 
 
+def checkpoints_unsupported(t: Template) -> tuple[str, str] | None:
+    """Why this template cannot use checkpoints, as (message, hint); None when it can.
+
+    A checkpoint is the disk after a provisioner, and a resumed build boots that disk and goes on over
+    SSH. An installer ISO would boot the installer again, and without SSH there is nothing to resume.
+    One answer for the template check (`checkpoints: true`), the `--checkpoint` warning and the plan.
+    """
+    src = t.source
+    if src.iso is not None and src.cloud_image is None and not src.image:
+        return ("checkpoints do not work with an installer ISO source",
+                "a resumed build would boot the installer again; bake the installed system once, then "
+                "build on it with source: {image: ...} (checkpoints work there)")
+    if t.communicator.type != "ssh":
+        return ("checkpoints need the ssh communicator",
+                "without SSH nothing runs step by step in the guest, so there is nothing to resume")
+    if src.cloud_image is None and not src.image:
+        return ("checkpoints need a cloud_image or image source", "a resumed build boots the saved disk")
+    return None
+
+
 def _check_lifecycle(t: Template, where: Where) -> None:
     bad = where.problems.has_error_under
     if not bad("policy"):
@@ -244,9 +264,8 @@ def _check_lifecycle(t: Template, where: Where) -> None:
     if t.scan is not None and not bad("scan") and not t.scan.command:
         where.error("scan", "scan needs a command (an argv list)",
                     'e.g. scan: {command: [sh, -c, "grype sbom:$BAKER_SBOM --fail-on high"]}')
-    if t.checkpoints and (t.source.cloud_image is None or t.communicator.type != "ssh"):
-        where.error("checkpoints", "checkpoints need a cloud_image source and the ssh communicator",
-                    "an installer ISO would boot again from the CD; without SSH nothing can be frozen")
+    if t.checkpoints and (why := checkpoints_unsupported(t)) is not None:
+        where.error("checkpoints", *why)
     if t.sign is not None and not bad("sign") and (not t.sign.key or os.path.isdir(t.sign.key)):
         where.error("sign", "sign needs a key: the path of an OpenSSH ed25519 private key",
                     "create one with: ssh-keygen -t ed25519 -N '' -f baker-signing-key")
