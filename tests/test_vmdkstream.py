@@ -8,9 +8,12 @@ and for the layout streaming readers rely on (version 3, footer 1536 bytes befor
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
+import shutil
 import struct
+import subprocess
 import zlib
 from pathlib import Path
 
@@ -112,6 +115,34 @@ def test_mixed_disk_is_identical_and_reuses_the_deflate_streams():
             seen += 1
         sector += -(-(12 + size) // 512)
     assert seen == 5
+
+
+_LIBVMDK_SHA256 = """
+import hashlib, sys, pyvmdk
+h = pyvmdk.handle()
+h.open(sys.argv[1])
+h.open_extent_data_files()
+size, d = h.get_media_size(), hashlib.sha256()
+for off in range(0, size, 1 << 20):
+    d.update(h.read_buffer_at_offset(min(1 << 20, size - off), off))
+print(size, d.hexdigest())
+"""
+
+
+def _has_libvmdk() -> bool:
+    python = shutil.which("python3", path="/usr/bin")  # Debian's binding is for the system Python
+    return python is not None and subprocess.run([python, "-c", "import pyvmdk"],
+                                                 capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _has_libvmdk(), reason="python3-libvmdk not installed (scripts/deps-debian.txt)")
+def test_libvmdk_reads_the_same_disk():
+    """A reader that is not qemu's (libyal's libvmdk) follows the footer, grain directory and tables too."""
+    raw = mixed_raw()
+    vmdk = raw.parent / "libvmdk.vmdk"
+    qcow2_to_stream(qcow2(raw, "libvmdk.qcow2"), vmdk)
+    got = sh("/usr/bin/python3", "-c", _LIBVMDK_SHA256, vmdk).stdout.split()
+    assert got == [str(SIZE), hashlib.sha256(raw.read_bytes()).hexdigest()]
 
 
 def test_zero_flagged_compressed_zero_and_plain_clusters(tmp_path: Path):
