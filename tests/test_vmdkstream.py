@@ -54,11 +54,13 @@ def mixed_raw() -> Path:
     return raw
 
 
-def qcow2(raw: Path, name: str, *, cluster_size: int = CLUSTER, compression: str = "zlib") -> Path:
+def qcow2(raw: Path, name: str, *, cluster_size: int = CLUSTER, compression: str = "zlib",
+          compat: str = "1.1") -> Path:
     """What the export run's qcow2 entry is: compressed on several coroutines (clusters out of order)."""
     out = raw.parent / name
+    extra = f",compression_type={compression}" if compat == "1.1" else ""
     sh("qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-c", "-W", "-o",
-       f"compat=1.1,cluster_size={cluster_size},compression_type={compression}", raw, out)
+       f"compat={compat},cluster_size={cluster_size}{extra}", raw, out)
     return out
 
 
@@ -145,6 +147,14 @@ def test_libvmdk_reads_the_same_disk():
     assert got == [str(SIZE), hashlib.sha256(raw.read_bytes()).hexdigest()]
 
 
+def test_a_version_2_qcow2_reads_the_same(tmp_path: Path):
+    raw = mixed_raw()
+    vmdk = tmp_path / "v2.vmdk"
+    done = qcow2_to_stream(qcow2(raw, "v2.qcow2", compat="0.10"), vmdk)
+    check_vmdk(vmdk, raw, "raw", SIZE)
+    assert (done.grains, done.copied) == (6, 5)
+
+
 def test_zero_flagged_compressed_zero_and_plain_clusters(tmp_path: Path):
     """qemu-io leaves standard (uncompressed) clusters, zero-flagged ones (with and without a host
     cluster) and a compressed all-zero cluster; only data makes grains."""
@@ -174,6 +184,9 @@ def test_a_backing_file_is_refused(tmp_path: Path):
     sh("qemu-img", "create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", base, top)
     with pytest.raises(ExportError, match="backing file"):
         qcow2_to_stream(top, tmp_path / "top.vmdk")
+    with pytest.raises(ExportError, match="backing file"):
+        Qcow2Reader(top)
+    assert "backing file" in (transcode_blocker(top) or "")  # so an export would convert with qemu-img
     assert not (tmp_path / "top.vmdk").exists()
 
 

@@ -140,7 +140,11 @@ class Transcoded:
 
 def transcode_blocker(path: Path) -> str | None:
     """Why `path`'s clusters cannot become grains as they are (then convert with qemu-img), or None."""
-    with Qcow2Reader(path) as r:
+    try:
+        r = Qcow2Reader(path)
+    except ExportError as e:
+        return e.message
+    with r:
         h = r.header
         if h.cluster_size != GRAIN_SECTORS * SECTOR:
             return f"its clusters are {h.cluster_size} bytes, not one {GRAIN_SECTORS * SECTOR}-byte grain"
