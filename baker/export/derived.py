@@ -2,7 +2,8 @@
 
 Compressing is nearly all of an export's time, and exports overlap: the OVA's disk is the VMDK export's
 disk (only the embedded descriptor differs), a libvirt Vagrant box carries the compressed qcow2 the
-qcow2 export makes, and every conversion used to decompress the base image's clusters again. So
+qcow2 export makes, the VMDK's grains are that qcow2's deflated clusters (vmdkstream.py), and every
+conversion used to decompress the base image's clusters again. So
 `run_exports` gives its exports one `DerivedCache`: an entry is keyed by its conversion parameters,
 the first export that needs it makes it (the others wait, giving their job slot to an export that can
 work meanwhile), and nobody ever writes to an entry. An export publishes an entry by hard link at most

@@ -1,9 +1,11 @@
 """VMDK for VMware (and the disk inside OVA/OVF and VirtualBox boxes).
 
-streamOptimized is what OVA and vSphere deploys want. Two fixes over plain `qemu-img convert`:
-the header must be version 3 (ESXi: "sparse VMDK version too old"), and the file must end right
-after the end-of-stream marker: qemu pads after it, and streaming consumers (ovftool, vSphere
-Content Library) stop reading at EOS and then report digest mismatches or broken pipes.
+streamOptimized is what OVA and vSphere deploys want. The header must be version 3 (ESXi: "sparse
+VMDK version too old"), and the file must end right after the end-of-stream marker: qemu pads after
+it, and streaming consumers (ovftool, vSphere Content Library) stop reading at EOS and then report
+digest mismatches or broken pipes. It is written from the run's compressed qcow2 (vmdkstream.py),
+whose deflated clusters are the grains, instead of deflating the disk a second time; qemu-img makes it
+only when that qcow2 cannot be transcoded, and makes monolithicSparse.
 """
 
 from __future__ import annotations
@@ -26,12 +28,19 @@ from baker.export.base import (
     help_field,
 )
 from baker.export.derived import copy_file
-
-SECTOR = 512
-_HEADER = struct.Struct("<4sIIQQQQIQQQ?ccccH")
-FLAG_COMPRESSED = 1 << 16
-FLAG_MARKERS = 1 << 17
-MARKER_EOS, MARKER_GT, MARKER_GD, MARKER_FOOTER = 0, 1, 2, 3
+from baker.export.qcow2 import qcow2_entry
+from baker.export.vmdkstream import (
+    FLAG_COMPRESSED,
+    FLAG_MARKERS,
+    HEADER,
+    MARKER_EOS,
+    MARKER_FOOTER,
+    MARKER_GD,
+    MARKER_GT,
+    SECTOR,
+    qcow2_to_stream,
+    transcode_blocker,
+)
 
 
 @dataclass(frozen=True)
@@ -61,10 +70,10 @@ def read_header(path: Path) -> VmdkHeader:
     """Parse the sparse extent header and its embedded descriptor (sector 0 and descriptorOffset)."""
     with open(path, "rb") as f:
         raw = f.read(SECTOR)
-        if len(raw) < _HEADER.size:
+        if len(raw) < HEADER.size:
             raise ExportError(f"{path.name}: too short for a VMDK header")
         (magic, version, flags, capacity, grain, d_off, d_size, _gtes, _rgd, gd, overhead, _unclean,
-         _n1, _s, _r, _n2, algo) = _HEADER.unpack_from(raw)
+         _n1, _s, _r, _n2, algo) = HEADER.unpack_from(raw)
         if magic != b"KDMV":
             raise ExportError(f"{path.name}: not a sparse VMDK (magic {magic!r})")
         f.seek(d_off * SECTOR)
@@ -131,13 +140,27 @@ def trim_after_eos(path: Path) -> StreamInfo:
     return StreamInfo(info.grains, info.eos_sector, (info.eos_sector + 1) * SECTOR)
 
 
+def _transcoded(ctx: ExportContext, path: Path) -> bool:
+    """Write the streamOptimized VMDK from the run's compressed qcow2 (shared with the qcow2, libvirt and
+    Vagrant libvirt exports); False when that qcow2 cannot be transcoded."""
+    source = qcow2_entry(ctx, compress=True)
+    if why := transcode_blocker(source):
+        ctx.log.debug("vmdk: converting with qemu-img: the compressed qcow2 %s", why)
+        return False
+    done = qcow2_to_stream(source, path)
+    ctx.log.debug("%s: %d grains from the compressed qcow2 (%d deflate streams reused, %d deflated)",
+                  path.name, done.grains, done.copied, done.deflated)
+    return True
+
+
 def vmdk_entry(ctx: ExportContext, subformat: str = "streamOptimized") -> Path:
-    """The run's VMDK of the master in `subformat`, converted (and for streamOptimized, checked and
-    trimmed) once; every user copies it and rewrites the embedded descriptor (`write_vmdk`)."""
+    """The run's VMDK of the master in `subformat`, made (and for streamOptimized, checked and trimmed)
+    once; every user copies it and rewrites the embedded descriptor (`write_vmdk`)."""
     assert ctx.derived is not None
 
     def make(path: Path) -> None:
-        convert(ctx, path, "vmdk", {"subformat": subformat, "adapter_type": "lsilogic"})
+        if subformat != "streamOptimized" or not _transcoded(ctx, path):
+            convert(ctx, path, "vmdk", {"subformat": subformat, "adapter_type": "lsilogic"})
         if subformat == "streamOptimized":
             header = read_header(path)
             if header.version != 3 or header.flags & (FLAG_COMPRESSED | FLAG_MARKERS) != (
