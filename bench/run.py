@@ -90,9 +90,9 @@ def _rss(pid: int) -> tuple[int, bool]:
 class MemorySampler(threading.Thread):
     """Peak summed RSS of a process tree (and of its QEMU), sampled every 0.25 s."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self) -> None:
         super().__init__(daemon=True)
-        self.pid, self.peak, self.peak_qemu = pid, 0, 0
+        self.pid, self.peak, self.peak_qemu = 0, 0, 0  # pid: set by run_group before it starts
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -113,14 +113,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def timed(tool: str, argv: list[str], *, env: dict[str, str] | None = None, on_line=None,
-          timeout: float = 3600) -> tuple[Run, list[str]]:
-    """Run argv in its own process group, timing it and sampling its memory; kill the group on the
-    way out whatever happens, so no QEMU outlives the bench."""
+def run_group(argv: list[str], sampler: threading.Thread, *, cwd: Path, env: dict[str, str] | None = None,
+              on_line=None, timeout: float = 3600, label: str = "") -> tuple[float, int, list[str]]:
+    """Run argv in its own process group while `sampler` (a thread with a `stop` event, started here)
+    watches it; kill the group on the way out whatever happens, so no QEMU outlives the bench.
+    Returns (wall seconds, exit code, output lines)."""
     start = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(argv, cwd=cwd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    sampler = MemorySampler(proc.pid)
+    sampler.pid = proc.pid  # type: ignore[attr-defined]
     sampler.start()
     lines: list[str] = []
     try:
@@ -130,18 +131,27 @@ def timed(tool: str, argv: list[str], *, env: dict[str, str] | None = None, on_l
             if on_line:
                 on_line(line, time.monotonic() - start)
             if time.monotonic() - start > timeout:
-                raise TimeoutError(f"{tool} ran longer than {timeout:.0f}s")
+                raise TimeoutError(f"{label} ran longer than {timeout:.0f}s")
         proc.wait()
     finally:
         wall = time.monotonic() - start
-        sampler.stop.set()
+        sampler.stop.set()  # type: ignore[attr-defined]
         sampler.join()
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         proc.wait()
-    ok = proc.returncode == 0
+    return wall, proc.returncode, lines
+
+
+def timed(tool: str, argv: list[str], *, env: dict[str, str] | None = None, on_line=None,
+          timeout: float = 3600) -> tuple[Run, list[str]]:
+    """One tool's run, timed, with its peak memory."""
+    sampler = MemorySampler()
+    wall, code, lines = run_group(argv, sampler, cwd=ROOT, env=env, on_line=on_line, timeout=timeout,
+                                  label=tool)
+    ok = code == 0
     run = Run(tool, ok, wall, peak_rss=sampler.peak, peak_qemu_rss=sampler.peak_qemu,
               error="" if ok else "\n".join(lines[-15:]))
     return run, lines

@@ -31,7 +31,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from run import _rss, _tree, host_info, mib  # bench/run.py: process-tree memory from /proc
+from run import _rss, _tree, host_info, mib, run_group  # bench/run.py: process-tree memory from /proc
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "bench"
@@ -64,9 +64,9 @@ def mem_available() -> int:
 class Sampler(threading.Thread):
     """Every 0.5 s: the run's summed RSS (all, QEMU only), QEMU count, MemAvailable, load average."""
 
-    def __init__(self, pid: int, run: JobsRun) -> None:
+    def __init__(self, run: JobsRun) -> None:
         super().__init__(daemon=True)
-        self.pid, self.r = pid, run
+        self.pid, self.r = 0, run  # pid: set by run_group before it starts
         self.stop = threading.Event()
 
     def run(self) -> None:
@@ -116,29 +116,9 @@ def run_jobs(jobs: int, work: Path, accel: str, timeout: float) -> JobsRun:
     argv = [sys.executable, "-m", "baker", "build", "scaling.yaml", "-j", str(jobs), "--force", "--no-store",
             "--json", "--accel", accel]
     r = JobsRun(jobs, False, -1, 0.0, mem_available_before=mem_available())
-    start = time.monotonic()
-    proc = subprocess.Popen(argv, cwd=work, env={**os.environ, "TMPDIR": str(work)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    sampler = Sampler(proc.pid, r)
-    sampler.start()
-    lines: list[str] = []
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line.rstrip("\n"))
-            if time.monotonic() - start > timeout:
-                raise TimeoutError(f"-j {jobs} ran longer than {timeout:.0f}s")
-        proc.wait()
-    finally:
-        r.wall = time.monotonic() - start
-        sampler.stop.set()
-        sampler.join()
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-    r.exit_code, r.ok = proc.returncode, proc.returncode == 0
+    r.wall, code, lines = run_group(argv, Sampler(r), cwd=work, env={"TMPDIR": str(work)}, timeout=timeout,
+                                    label=f"-j {jobs}")
+    r.exit_code, r.ok = code, code == 0
     r.load_after = os.getloadavg()
     for line in lines:
         if not line.startswith("{"):
@@ -187,6 +167,7 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=7200, help="seconds per -j run before it is killed")
     ap.add_argument("--results", type=Path, default=BENCH / "results")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwinds: run_group kills the builds
     try:
         jobs = [int(j) for j in args.jobs.split(",") if j.strip()]
     except ValueError:
