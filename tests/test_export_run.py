@@ -207,3 +207,23 @@ def test_the_export_step_reports_bytes_written_while_exports_run(tmp_path: Path)
     assert done == sorted(done) and done[-1] >= 3 << 20
     event = {"ts": "2026-12-06T00:00:00Z", "event": "progress", "build": "t", **seen[-1]}
     assert event_problems(event) == []  # the documented --json schema
+
+
+def test_costly_exports_start_first_and_results_keep_the_templates_order(monkeypatch):
+    """With one slot the start order is the priority order: gce and a compressed qcow2 (full passes of
+    their own) before the exports that derive from what they make."""
+    started: list[str] = []
+    real = EXPORTERS["qcow2"].export
+
+    def export(self, ctx, options=None):
+        started.append(self.type_name)
+        return real(EXPORTERS["qcow2"](), ctx, EXPORTERS["qcow2"].Options(filename=f"{self.type_name}.qcow2"))
+
+    for name in ("vmdk", "gce", "qcow2", "raw"):
+        monkeypatch.setattr(EXPORTERS[name], "export", export)
+    out = scratch("order")
+    specs = [("vmdk", None), ("raw", None), ("gce", None),
+             ("qcow2", EXPORTERS["qcow2"].Options(compress=True))]
+    results = run_exports(context(out), specs, jobs=1)
+    assert started == ["gce", "qcow2", "vmdk", "raw"]
+    assert [r.files[0].path.name for r in results] == ["vmdk.qcow2", "raw.qcow2", "gce.qcow2", "qcow2.qcow2"]

@@ -22,7 +22,7 @@ from baker.export.base import (
     ExportResult,
     VMSpec,
 )
-from baker.export.derived import DerivedCache
+from baker.export.derived import DerivedCache, OrderedSlots
 from baker.export.libvirt import LibvirtExporter
 from baker.export.ovf import OvaExporter, OvfExporter
 from baker.export.qcow2 import Qcow2Exporter
@@ -83,6 +83,11 @@ def _exporter(type_name: str) -> BaseExporter:
     return cls()
 
 
+def _cost(type_name: str, options: Any) -> int:
+    exporter = _exporter(type_name)
+    return exporter.cost(exporter.Options() if options is None else options)
+
+
 def plan_outputs(vm: VMSpec, specs: list[tuple[str, Any]]) -> dict[str, str]:
     """file name -> export type, after checking every spec's options; two exports may not share a file."""
     owners: dict[str, str] = {}
@@ -118,14 +123,18 @@ def run_exports(ctx: ExportContext, specs: list[tuple[str, Any]], *, jobs: int =
         # one thread per export, at most `jobs` of them working: one that waits for a disk another
         # export is making (derived.py) gives its slot away meanwhile
         ctx.work_dir.mkdir(parents=True, exist_ok=True)
-        own = DerivedCache(ctx.work_dir, flatten=len(specs) > 1, slots=threading.Semaphore(max(1, jobs)))
+        own = DerivedCache(ctx.work_dir, flatten=len(specs) > 1, slots=OrderedSlots(jobs))
         ctx = dataclasses.replace(ctx, derived=own)
     cache = ctx.derived
     assert cache is not None
 
+    # costly exports first (see BaseExporter.cost), so the run does not end on one started last
+    order = sorted(range(len(specs)), key=lambda i: -_cost(*specs[i]))
+    rank = {i: r for r, i in enumerate(order)}
+
     def one(i: int, type_name: str, options: Any) -> None:
         try:
-            with cache.slot():
+            with cache.slot(rank[i]):
                 results[i] = _exporter(type_name).export(ctx, options)
         except Exception as e:
             ctx.log.error("export %s failed: %s", type_name, e)
@@ -134,7 +143,7 @@ def run_exports(ctx: ExportContext, specs: list[tuple[str, Any]], *, jobs: int =
     try:
         workers = max(1, len(specs) if own is not None else jobs)
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export") as pool:
-            for future in [pool.submit(one, i, t, o) for i, (t, o) in enumerate(specs)]:
+            for future in [pool.submit(one, i, *specs[i]) for i in order]:
                 future.result()
     finally:
         if own is not None:

@@ -328,6 +328,12 @@ class BaseExporter:
         """Outputs that other exports of the same type may update too (under a lock), e.g. a catalog."""
         return []
 
+    def cost(self, options: Any) -> int:
+        """How much of the disk this export has to compress or write on its own (0: reuses what others
+        make, 2: a full pass of its own). run_exports starts the costly ones first, so the run does
+        not end on one long export started last while the other slot sits idle."""
+        return 1
+
     def validate(self, vm: VMSpec, options: Any) -> None:
         """Semantic option checks beyond types; raise ExportError."""
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
 import os
 import tempfile
 import threading
@@ -26,6 +27,30 @@ from pathlib import Path
 from baker.errors import BakerError
 from baker.fsutil import remove
 from baker.proc import run
+
+
+class OrderedSlots:
+    """The run's job slots, granted by rank (lowest first) rather than by whichever thread asks first,
+    so the costly exports run_exports ranks first really start first."""
+
+    def __init__(self, n: int) -> None:
+        self._free = max(1, n)
+        self._waiting: list[int] = []
+        self._cond = threading.Condition()
+
+    def acquire(self, rank: int) -> None:
+        with self._cond:
+            heapq.heappush(self._waiting, rank)
+            while not (self._free > 0 and self._waiting[0] == rank):
+                self._cond.wait()
+            heapq.heappop(self._waiting)
+            self._free -= 1
+            self._cond.notify_all()  # the next rank may take another free slot
+
+    def release(self) -> None:
+        with self._cond:
+            self._free += 1
+            self._cond.notify_all()
 
 
 @dataclass
@@ -39,7 +64,7 @@ class _Entry:
 class DerivedCache:
     """Shared intermediates of one export run (see module doc). Thread-safe."""
 
-    def __init__(self, root: Path, *, flatten: bool = False, slots: threading.Semaphore | None = None,
+    def __init__(self, root: Path, *, flatten: bool = False, slots: OrderedSlots | None = None,
                  threads: int | None = None) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = Path(tempfile.mkdtemp(prefix="derived-", dir=root))
@@ -53,28 +78,30 @@ class DerivedCache:
     # --- job slots -------------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def slot(self) -> Iterator[None]:
-        """Hold one of the run's job slots for this thread (run_exports wraps each export in it)."""
+    def slot(self, rank: int = 0) -> Iterator[None]:
+        """Hold one of the run's job slots for this thread (run_exports wraps each export in it);
+        lower ranks get a free slot first."""
         if self.slots is None:
             yield
             return
-        self.slots.acquire()
-        self._held.slot = True
+        self.slots.acquire(rank)
+        self._held.rank = rank
         try:
             yield
         finally:
-            self._held.slot = False
+            self._held.rank = None
             self.slots.release()
 
     def _wait(self, entry: _Entry) -> None:
-        if self.slots is None or not getattr(self._held, "slot", False):
+        rank = getattr(self._held, "rank", None)
+        if self.slots is None or rank is None:
             entry.done.wait()
             return
         self.slots.release()  # let another export work while this one waits
         try:
             entry.done.wait()
         finally:
-            self.slots.acquire()
+            self.slots.acquire(rank)
 
     # --- entries ---------------------------------------------------------------------------------------
 

@@ -81,6 +81,9 @@ class Qcow2Exporter(BaseExporter):
     Options: ClassVar[type] = Qcow2Options
     suffix = ".qcow2"
 
+    def cost(self, options: Any) -> int:
+        return 2 if options.compress else 1  # the compressed qcow2 others (vmdk, boxes) derive from
+
     def validate(self, vm: VMSpec, options: Any) -> None:
         cs = options.cluster_size
         if cs < 512 or cs > 2 << 20 or cs & (cs - 1):

@@ -63,6 +63,9 @@ class GceExporter(BaseExporter):
     Options: ClassVar[type] = GceOptions
     suffix = ".tar.gz"
 
+    def cost(self, options: Any) -> int:
+        return 2  # a raw copy of its own, then gzip over all of it
+
     def build(self, ctx: ExportContext, options: Any, stage: Staging, scratch: Path) -> None:
         (name,) = self.outputs(ctx.vm, options)
         size = master_info(ctx)[1]
