@@ -214,7 +214,13 @@ remove_user() {
   return "$ok"
 }
 
-[ "$BAKER_GEN_CLOUD_INIT_CLEAN" = 1 ] && cloud_init_clean
+# cloud-init clean is a Python start (seconds under emulation) touching only its own files: run it
+# beside the rest and wait for it before trimming
+ci_pid=
+if [ "$BAKER_GEN_CLOUD_INIT_CLEAN" = 1 ]; then
+  cloud_init_clean &
+  ci_pid=$!
+fi
 [ "$BAKER_GEN_SSH_HOST_KEYS" = 1 ] && ssh_host_keys
 [ "$BAKER_GEN_LOGS" = 1 ] && clean_logs
 [ "$BAKER_GEN_MACHINE_ID" = 1 ] && machine_id
@@ -225,6 +231,7 @@ if [ "$BAKER_GEN_REMOVE_USER" = 1 ]; then
   fi
 fi
 minimize
+[ -n "$ci_pid" ] && wait "$ci_pid"
 # last: after the deletions above, so the freed blocks are trimmed too
 [ "$BAKER_GEN_FSTRIM" = 1 ] && do_fstrim
 sync
