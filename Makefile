@@ -7,7 +7,8 @@ export BAKER_BASE_IMAGE ?= $(BASE_IMAGE)
 # the base image's sha256sum line sits beside it: the demo build verifies the base like any download
 export BAKER_BASE_CHECKSUM ?= file:$(BAKER_BASE_IMAGE).sha256
 
-.PHONY: setup base-image demo images test test-unit test-slow lint bench bench-scaling clean FORCE
+.PHONY: setup base-image demo images test test-unit test-slow lint bench bench-scaling bench-layers \
+        bench-checkpoint clean FORCE
 
 setup: $(VENV)/.done
 $(VENV)/.done: pyproject.toml scripts/deps-debian.txt scripts/setup-host
@@ -91,6 +92,13 @@ bench: setup base-image
 SCALING_FLAGS ?=
 bench-scaling: setup base-image
 	$(PY) bench/scaling.py $(SCALING_FLAGS)
+
+# an app layer from zero (golden base first) vs on an up-to-date golden base; a full bake vs one
+# resumed from checkpoints when only the last provisioner changed
+bench-layers: setup base-image
+	$(PY) bench/layers_bench.py
+bench-checkpoint: setup base-image
+	$(PY) bench/checkpoint_bench.py
 
 clean:
 	rm -rf images/*/ .pytest_cache
