@@ -81,7 +81,8 @@ def test_wait_cloud_init_status_handling(tmp_path: Path, status: str, rc: int, s
     fake.write_text(f'#!/bin/sh\necho "status: {status}"\nexit {rc}\n')
     fake.chmod(0o755)
     out = subprocess.run(["sh", str(shipped_script("wait-cloud-init.sh"))], capture_output=True, text=True,
-                         env={"PATH": f"{tmp_path}:/usr/bin:/bin", "BAKER_CLOUD_INIT_STRICT": strict},
+                         env={"PATH": f"{tmp_path}:/usr/bin:/bin", "BAKER_CLOUD_INIT_STRICT": strict,
+                              "BAKER_CLOUD_INIT_RESULT": str(tmp_path / "none.json")},
                          timeout=30)
     assert out.returncode == want_rc, out.stdout + out.stderr
     assert want in out.stdout + out.stderr
@@ -101,3 +102,25 @@ def test_minimize_reaches_the_script_as_flags() -> None:
                                                                   locales=["en", "de"])), "baker", None)
     assert (env["BAKER_GEN_MIN_APT"], env["BAKER_GEN_MIN_DOCS"], env["BAKER_GEN_MIN_MAN"]) == ("0", "1", "1")
     assert env["BAKER_GEN_MIN_LOCALES"] == "en de"
+
+
+@pytest.mark.parametrize(("result", "asks"), [
+    ('{\n "v1": {\n  "datasource": "DataSourceNoCloud",\n  "errors": []\n }\n}\n', False),
+    ('{"v1": {"errors": [], "recoverable_errors": {}}}', False),
+    ('{\n "v1": {\n  "errors": [\n   "cc_ntp failed"\n  ]\n }\n}\n', True),
+    ('{\n "v1": {\n  "errors": [],\n  "recoverable_errors": {\n   "WARNING": ["x"]\n  }\n }\n}\n', True),
+])
+def test_wait_cloud_init_reads_result_json_before_starting_cloud_init(tmp_path: Path, result: str,
+                                                                      asks: bool) -> None:
+    """A finished boot without errors needs no `cloud-init status` (a Python start of seconds under TCG);
+    errors of either kind still go through it, so they are reported as before."""
+    (tmp_path / "result.json").write_text(result)
+    fake = tmp_path / "cloud-init"
+    fake.write_text(f'#!/bin/sh\ntouch {tmp_path}/asked\necho "status: done"\n')
+    fake.chmod(0o755)
+    out = subprocess.run(["sh", str(shipped_script("wait-cloud-init.sh"))], capture_output=True, text=True,
+                         env={"PATH": f"{tmp_path}:/usr/bin:/bin",
+                              "BAKER_CLOUD_INIT_RESULT": str(tmp_path / "result.json")}, timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert (tmp_path / "asked").exists() == asks
+    assert "status: done" in out.stdout
