@@ -38,6 +38,7 @@ from baker.export.vmdkstream import (
     MARKER_GD,
     MARKER_GT,
     SECTOR,
+    ddb_values,
     qcow2_to_stream,
     transcode_blocker,
 )
@@ -187,16 +188,13 @@ def rewrite_descriptor(path: Path, *, adapter_type: str, hwversion: int, toolsve
     options (extent name, adapter, CHS geometry, hardware and tools versions); the grains, which
     do not depend on them, stay as they are."""
     header = read_header(path)
-    heads = 16 if adapter_type == "ide" else 255  # qemu's geometry rule
     text = header.descriptor
     text, n = re.subn(r'^(RW \d+ \w+ )"[^"]*"', lambda m: f'{m.group(1)}"{path.name}"', text, count=1,
                       flags=re.MULTILINE)
     if n != 1:
         raise ExportError(f"{path.name}: no extent line in the embedded descriptor")
-    for key, value in (("ddb.virtualHWVersion", hwversion),
-                       ("ddb.geometry.cylinders", header.capacity // (heads * 63)),
-                       ("ddb.geometry.heads", heads), ("ddb.geometry.sectors", 63),
-                       ("ddb.adapterType", adapter_type), ("ddb.toolsVersion", toolsversion)):
+    for key, value in ddb_values(header.capacity, adapter_type=adapter_type, hwversion=hwversion,
+                                 toolsversion=toolsversion):
         text = _set_ddb(text, key, value)
     data = text.encode()
     room = header.descriptor_size * SECTOR

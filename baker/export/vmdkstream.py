@@ -44,18 +44,27 @@ _GRAIN_MARKER = struct.Struct("<QI")
 _META_MARKER = struct.Struct("<QII")
 
 
+def ddb_values(capacity: int, *, adapter_type: str, hwversion: int,
+               toolsversion: int) -> list[tuple[str, int | str]]:
+    """The disk database entries qemu-img writes: hardware version, CHS geometry (qemu's rule: 16 heads
+    for IDE, else 255, 63 sectors), adapter and tools version. One place for descriptor() and
+    vmdk.rewrite_descriptor."""
+    heads = 16 if adapter_type == "ide" else 255
+    return [("ddb.virtualHWVersion", hwversion), ("ddb.geometry.cylinders", capacity // (heads * 63)),
+            ("ddb.geometry.heads", heads), ("ddb.geometry.sectors", 63), ("ddb.adapterType", adapter_type),
+            ("ddb.toolsVersion", toolsversion)]
+
+
 def descriptor(capacity: int, extent_name: str, *, adapter_type: str = "lsilogic", hwversion: int = 4,
                toolsversion: int = 2147483647) -> str:
     """The embedded descriptor as qemu-img writes it for a streamOptimized disk (vmdk.rewrite_descriptor
     later sets the shipped name, adapter, geometry and versions)."""
-    heads = 16 if adapter_type == "ide" else 255
     cid = int.from_bytes(os.urandom(4), "little")
+    ddb = "".join(f'{k} = "{v}"\n' for k, v in ddb_values(capacity, adapter_type=adapter_type,
+                                                             hwversion=hwversion, toolsversion=toolsversion))
     return (f"# Disk DescriptorFile\nversion=1\nCID={cid:08x}\nparentCID=ffffffff\n"
             f'createType="streamOptimized"\n\n# Extent description\nRW {capacity} SPARSE "{extent_name}"\n\n'
-            f'# The Disk Data Base\n#DDB\n\nddb.virtualHWVersion = "{hwversion}"\n'
-            f'ddb.geometry.cylinders = "{capacity // (heads * 63)}"\nddb.geometry.heads = "{heads}"\n'
-            f'ddb.geometry.sectors = "63"\nddb.adapterType = "{adapter_type}"\n'
-            f'ddb.toolsVersion = "{toolsversion}"\n')
+            f"# The Disk Data Base\n#DDB\n\n{ddb}")
 
 
 def _pad(n: int) -> int:
